@@ -1,0 +1,64 @@
+"""The off-the-shelf captioner C (BLIP-2), frozen (paper §3.2).
+
+``model`` is a Hugging Face id (``Salesforce/blip2-opt-2.7b``), a local directory holding one, or ``tiny``
+(a randomly initialised BLIP-2 of the same classes). Both go through ``Blip2Processor`` and
+``Blip2ForConditionalGeneration.generate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on GPU and fp32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def default_device(num_gpus: float = 1.0) -> torch.device:
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Captioner:
+    processor: object  # Blip2Processor
+    model: torch.nn.Module  # Blip2ForConditionalGeneration, eval mode
+    device: torch.device
+    dtype: torch.dtype
+
+    @torch.inference_mode()
+    def __call__(self, images: list[Image.Image], prompt: str | None, max_new_tokens: int) -> list[str]:
+        text = [prompt] * len(images) if prompt else None
+        inputs = self.processor(images=images, text=text, return_tensors="pt", padding=bool(prompt))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens)
+        if prompt:  # decoder-only models echo the prompt: keep the new tokens
+            out = out[:, inputs["input_ids"].shape[1]:]
+        return [s.strip() for s in self.processor.batch_decode(out, skip_special_tokens=True)]
+
+
+def load_captioner(model: str, dtype: str = "auto", device: torch.device | None = None, seed: int = 0) -> Captioner:
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    if model == "tiny":
+        from models.tiny import tiny_blip2_config, tiny_caption_tokenizer
+
+        config = tiny_blip2_config()
+        torch.manual_seed(seed)  # the same random weights in every replica
+        net = Blip2ForConditionalGeneration(config)
+        size = config.vision_config.image_size
+        processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": size, "width": size}),
+                                   tokenizer=tiny_caption_tokenizer(), num_query_tokens=config.num_query_tokens)
+    else:
+        processor = Blip2Processor.from_pretrained(model)
+        net = Blip2ForConditionalGeneration.from_pretrained(model, dtype=torch_dtype)
+    net = net.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
+    return Captioner(processor, net, device, torch_dtype)

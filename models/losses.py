@@ -1,0 +1,73 @@
+"""Losses (paper §3.3-3.4, DESIGN §4). Each is computed in float32, also under bf16 autocast."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Per-pixel CE ℓ_i, (B, H, W); 0 at ignored pixels."""
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+
+
+class CrossEntropyLoss(nn.Module):
+    """Mean CE over valid pixels (Eq. 5): the baseline that DyCE replaces (``loss.dyce: false``)."""
+
+    def __init__(self, ignore_index: int = 255):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
+
+
+class DyCELoss(nn.Module):
+    """Dynamic class-balanced CE (Eq. 9).
+
+    Over the valid pixels of the whole batch: H = the ⌈h·N⌉ pixels of largest CE, f_c = pixels of class c
+    in H, f_H = |H|, and  L = f_H^(-ω) · Σ_c f_c^(ω-1) · Σ_{i∈H, y_i=c} ℓ_i.
+    ω = 1 is the mean CE over H (OHEM); ω = 0 is the sum of the per-class mean CEs.
+    """
+
+    def __init__(self, hard_ratio: float = 0.2, omega: float = 0.5, ignore_index: int = 255):
+        super().__init__()
+        if not 0 < hard_ratio <= 1 or not 0 <= omega <= 1:
+            raise ValueError("DyCELoss needs 0 < hard_ratio <= 1 and 0 <= omega <= 1")
+        self.hard_ratio, self.omega, self.ignore_index = hard_ratio, omega, ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits (B, C, H, W), target (B, H, W) int64 -> scalar."""
+        ce = pixel_ce(logits, target, self.ignore_index).flatten()  # ℓ_i
+        labels = target.flatten()
+        valid = labels != self.ignore_index
+        ce, labels = ce[valid], labels[valid]
+        if ce.numel() == 0:
+            return logits.sum() * 0.0  # no labelled pixel: zero loss, zero gradient
+        k = math.ceil(self.hard_ratio * ce.numel())  # f_H
+        hard_ce, idx = ce.topk(k, sorted=False) if k < ce.numel() else (ce, None)
+        hard_labels = labels if idx is None else labels[idx]
+        f_c = torch.bincount(hard_labels, minlength=logits.shape[1]).float()  # class counts in H
+        class_weight = f_c[hard_labels].pow(self.omega - 1.0)  # 1 / f_c^(1-ω), per pixel
+        return (class_weight * hard_ce).sum() / k**self.omega
+
+
+def build_supervised_loss(dyce: bool, hard_ratio: float, omega: float, ignore_index: int) -> nn.Module:
+    return DyCELoss(hard_ratio, omega, ignore_index) if dyce else CrossEntropyLoss(ignore_index)
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     threshold: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_CT (Eq. 4): CE of the student's strong-view prediction against the teacher's hard pseudo-label
+    on the weak view, where the teacher's confidence ≥ Th, averaged over all unlabelled pixels.
+
+    Returns the loss and the fraction of pixels that passed the threshold.
+    """
+    with torch.no_grad():
+        confidence, pseudo = teacher_logits.float().softmax(dim=1).max(dim=1)  # (B, H, W)
+        passed = (confidence >= threshold).float()
+    ce = F.cross_entropy(student_logits.float(), pseudo, reduction="none")
+    return (ce * passed).sum() / passed.numel(), passed.mean()

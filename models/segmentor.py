@@ -1,0 +1,75 @@
+"""The segmentor S = D_V([DLG(E_V(x), F_L), E_V(x)]), used for both student and teacher (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.decoder import Decoder
+from models.dlg import DenseLanguageGuidance
+from models.encoder import DenseCLIPEncoder, build_vision_encoder
+from pipeline.config import ModelConfig
+
+
+@dataclass
+class SegmentorOutput:
+    logits: torch.Tensor  # (B, C, H, W)
+    features: torch.Tensor  # F_V: (B, c, h, w)
+    fused: torch.Tensor | None  # F_M padded to max_tokens: (B, nL_max, h, w); None without DLG
+
+
+class Segmentor(nn.Module):
+    def __init__(self, encoder: DenseCLIPEncoder, decoder: Decoder, dlg: DenseLanguageGuidance | None,
+                 max_tokens: int):
+        super().__init__()
+        self.encoder, self.decoder, self.dlg = encoder, decoder, dlg
+        self.max_tokens = max_tokens
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> SegmentorOutput:
+        """images (B, 3, H, W); text F_L (B, nL, c_l) with text_mask (B, nL), nL <= max_tokens."""
+        f_v = self.encoder(images)
+        fused = None
+        if self.dlg is not None:
+            if text is None or text_mask is None:
+                raise ValueError("this segmentor has DLG: pass the caption embeddings and their mask")
+            f_m = self.dlg(f_v, text.to(f_v.dtype), text_mask)
+            fused = F.pad(f_m, (0, 0, 0, 0, 0, self.max_tokens - f_m.shape[1]))  # fixed channel count
+            f_v_in = torch.cat([fused, f_v], dim=1)
+        else:
+            f_v_in = f_v
+        return SegmentorOutput(self.decoder(f_v_in, images.shape[-2:]), f_v, fused)
+
+    def param_groups(self, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
+        """The pretrained encoder may learn more slowly than the new DLG and decoder."""
+        backbone = list(self.encoder.parameters())
+        ids = {id(p) for p in backbone}
+        head = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": backbone, "lr": lr * backbone_lr_mult, "weight_decay": weight_decay},
+                {"params": head, "lr": lr, "weight_decay": weight_decay}]
+
+
+def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int) -> Segmentor:
+    encoder = build_vision_encoder(cfg)
+    c = encoder.out_channels
+    dlg = DenseLanguageGuidance(c, text_dim, cfg.dlg_dim) if cfg.dlg else None
+    decoder = Decoder(c + (cfg.max_tokens if cfg.dlg else 0), cfg.decoder_channels, num_classes)
+    return Segmentor(encoder, decoder, dlg, cfg.max_tokens)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen copy of the student, to be moved by ``ema_update`` only."""
+    return copy.deepcopy(student).requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """θ_T ← α·θ_T + (1 − α)·θ_S (Eq. 6); buffers are copied."""
+    t_params, s_params = list(teacher.parameters()), list(student.parameters())
+    torch._foreach_lerp_(t_params, s_params, 1.0 - alpha)
+    for t_buf, s_buf in zip(teacher.buffers(), student.buffers(), strict=True):
+        t_buf.copy_(s_buf)

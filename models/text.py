@@ -1,0 +1,74 @@
+"""The frozen CLIP language encoder E_L (paper §3.2): per-token embeddings F_L.
+
+``model`` is an open_clip name (``ViT-B-16``) with ``pretrained`` an open_clip tag, a local checkpoint file or
+``none``; or ``tiny``. Only the text tower is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TextEncoder:
+    model: nn.Module  # an open_clip CLIP; only its text tower runs
+    tokenizer: object  # open_clip tokenizer: list[str] -> LongTensor (N, context_length)
+    device: torch.device
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def dim(self) -> int:
+        return self.model.text_projection.shape[-1] if not isinstance(self.model.text_projection, nn.Linear) \
+            else self.model.text_projection.out_features
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
+
+    @torch.inference_mode()
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every token's output, after ``ln_final`` and ``text_projection``: (N, L, c).
+
+        The same path as open_clip's ``encode_text``, without the pooling.
+        """
+        m = self.model
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding.to(cast)  # (N, L, width)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))
+        proj = m.text_projection
+        return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # (N, L, c)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], normalize: bool = False) -> torch.Tensor:
+        """Pooled embeddings, as ``encode_text``: (N, c)."""
+        out = self.model.encode_text(self.tokenize(texts))
+        return F.normalize(out, dim=-1) if normalize else out
+
+
+def end_positions(tokens: torch.Tensor) -> torch.Tensor:
+    """Index of the end-of-text token of each row: CLIP's eot has the largest id (open_clip's 'argmax' pool)."""
+    return tokens.argmax(dim=-1)
+
+
+def load_text_encoder(model: str, pretrained: str = "none", device: torch.device | None = None,
+                      seed: int = 0) -> TextEncoder:
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if model == "tiny":
+        from models.tiny import TINY_EMBED_DIM, TINY_TEXT, TINY_VISION
+
+        torch.manual_seed(seed)
+        net = open_clip.CLIP(embed_dim=TINY_EMBED_DIM, vision_cfg=TINY_VISION, text_cfg=TINY_TEXT)
+        net.visual = nn.Identity()  # the tiny image tower is not needed here
+        tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    else:
+        net = open_clip.create_model(model, pretrained=None if pretrained == "none" else pretrained)
+        net.visual = nn.Identity()
+        tokenizer = open_clip.get_tokenizer(model)
+    return TextEncoder(net.to(device).eval().requires_grad_(False), tokenizer, device)

@@ -1,0 +1,226 @@
+"""One typed config tree, one slice per concern (STYLE: "One typed config tree").
+
+Every section is a frozen pydantic model with ``extra="forbid"``: an unknown key or a wrong type is an
+error that names the key. ``load_config`` reads a YAML file, applies ``--set section.key=value``
+overrides and raises :class:`ConfigError` with a one-line message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _existing_path(value: Path | None) -> Path | None:
+    if value is not None and not Path(value).expanduser().exists():
+        raise ValueError(f"path does not exist: {value}")
+    return None if value is None else Path(value).expanduser()
+
+
+class DomainConfig(Section):
+    name: Literal["demo", "gta5", "synthia", "cityscapes"] = "demo"
+    root: Path | None = None  # None only for `demo`: generated under <workdir>/data/demo
+
+    _check_root = field_validator("root")(_existing_path)
+
+
+class DemoWorldConfig(Section):
+    """Size of the procedural demo world (DESIGN §6)."""
+
+    n_source: int = Field(160, ge=1)  # GTA5-layout images
+    n_target_train: int = Field(160, ge=1)  # Cityscapes-layout train images
+    n_target_val: int = Field(40, ge=1)
+    height: int = Field(128, ge=32)
+    width: int = Field(256, ge=32)
+
+
+class DataConfig(Section):
+    source: DomainConfig = DomainConfig(name="demo")
+    target: DomainConfig = DomainConfig(name="demo")
+    labelled_target: int | Literal["all"] = 20  # N labelled Cityscapes train images
+    split_file: Path | None = None  # a user's list of labelled images; wins over labelled_target
+    seed: int = 0  # chooses the labelled split
+    strict: bool = False  # fail ingest on any rejected file instead of skipping it
+    demo: DemoWorldConfig = DemoWorldConfig()
+
+    _check_split = field_validator("split_file")(_existing_path)
+
+    @model_validator(mode="after")
+    def _domains_fit(self) -> DataConfig:
+        if self.source.name == "cityscapes":
+            raise ValueError("source.name: the source must be gta5, synthia or demo")
+        if self.target.name not in ("cityscapes", "demo"):
+            raise ValueError("target.name: the target must be cityscapes or demo")
+        for role, dom in (("source", self.source), ("target", self.target)):
+            if dom.name != "demo" and dom.root is None:
+                raise ValueError(f"{role}.root: required for dataset '{dom.name}'")
+        if isinstance(self.labelled_target, int) and self.labelled_target < 0:
+            raise ValueError("labelled_target: must be >= 0 or 'all'")
+        return self
+
+
+class CaptionConfig(Section):
+    model: str = "tiny"  # HF id (Salesforce/blip2-opt-2.7b), a local directory, or `tiny`
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(20, ge=1)
+    prompt: str | None = None  # e.g. "a photo of"; None = unconditional captioning
+    num_gpus: float = Field(0.0, ge=0)  # per replica
+    concurrency: int = Field(1, ge=1)  # replicas in the actor pool
+    shard_size: int = Field(256, ge=1)  # images per output shard
+    max_retries: int = Field(2, ge=0)  # re-runs of a shard whose replica died
+
+
+class TextConfig(Section):
+    model: str = "tiny"  # open_clip model name (ViT-B-16) or `tiny`
+    pretrained: str = "none"  # open_clip tag (openai), a local checkpoint file, or `none`
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(1024, ge=1)
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, ge=1)
+    prompt_template: str = "a photo of a {}."  # class embeddings
+
+
+class ModelConfig(Section):
+    vision_model: str = "tiny"  # open_clip image tower name (ViT-B-16) or `tiny`
+    vision_pretrained: str = "none"  # open_clip tag, local file, or `none`
+    vision_init: Literal["clip", "imagenet", "random"] = "clip"  # VLP ablation
+    imagenet_checkpoint: Path | None = None  # timm ViT-B/16 weights for vision_init=imagenet
+    dlg: bool = True  # Dense Language Guidance; False decodes F_V alone
+    dlg_dim: int = Field(256, ge=1)  # width of the DLG keys and values
+    max_tokens: int = Field(77, ge=1)  # nL after padding: F_M has this many channels
+    decoder_channels: int = Field(256, ge=1)
+
+    _check_ckpt = field_validator("imagenet_checkpoint")(_existing_path)
+
+
+class LossConfig(Section):
+    dyce: bool = True  # False: plain CE (the ablation baseline)
+    hard_ratio: float = Field(0.2, gt=0, le=1)  # h: share of hardest pixels mined, Eq. 9
+    omega: float = Field(0.5, ge=0, le=1)  # ω, Eq. 9
+    consistency_weight: float = Field(1.0, ge=0)  # λ_CT
+    confidence_threshold: float = Field(0.95, ge=0, le=1)  # Th, Eq. 4
+    ignore_index: int = 255
+
+
+class TrainConfig(Section):
+    iterations: int = Field(40_000, ge=1)
+    batch_size: int = Field(2, ge=1)  # per stream (source, labelled target, unlabelled target)
+    crop_size: int = Field(512, ge=16)
+    source_size: tuple[int, int] | None = None  # (width, height) resize before cropping; None = as is
+    target_size: tuple[int, int] | None = None
+    lr: float = Field(1e-4, gt=0)
+    backbone_lr_mult: float = Field(0.1, ge=0)
+    weight_decay: float = Field(2e-4, ge=0)
+    lr_power: float = Field(0.9, ge=0)  # polynomial decay: lr·(1 - t/T)^0.9
+    ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    workers: int = Field(1, ge=1)  # Ray Train workers (DDP ranks)
+    cpus_per_worker: int = Field(1, ge=1)
+    use_gpu: bool | Literal["auto"] = "auto"
+    amp: bool = True  # bf16 autocast on GPU
+    loader_workers: int = Field(0, ge=0)  # DataLoader processes per rank
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    model: Literal["teacher", "student"] = "teacher"
+    batch_size: int = Field(1, ge=1)
+    sliding_window: bool = True  # crop_size windows, 2/3 overlap stride
+    save_predictions: int = Field(4, ge=0)  # colourised prediction PNGs to keep
+
+
+class ClusterConfig(Section):
+    address: str | None = None  # None: start Ray locally; "auto" or HOST:PORT: join a cluster
+    num_cpus: int | None = None  # for a local Ray only
+
+
+class PathsConfig(Section):
+    workdir: Path = Path("runs/demo")
+
+
+class Config(Section):
+    data: DataConfig = DataConfig()
+    caption: CaptionConfig = CaptionConfig()
+    text: TextConfig = TextConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    paths: PathsConfig = PathsConfig()
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.iterations=10"`` → ``("train.iterations", 10)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text}: value is not valid YAML ({err.__class__.__name__})") from None
+
+
+_KEYED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$")
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    keyed = _KEYED.match(msg)  # model validators say "key: problem" for a key below their section
+    if keyed:
+        loc, msg = ".".join(filter(None, (loc, keyed.group(1)))), keyed.group(2)
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = len(err.errors()) - 1
+    return f"{source}: {loc or '<root>'}: {msg}" + (f" (and {more} more)" if more else "")
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (default ``configs/demo.yaml``), apply ``overrides`` and validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: <root>: expected a mapping of sections")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(str(path), err)) from None
