@@ -43,10 +43,10 @@ def write_json(obj: Any, path: Path) -> Path:
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read one Parquet file or every ``*.parquet`` file of a directory (in name order)."""
+    """Read one Parquet file, or a directory's shards (``shard-*.parquet``, in name order)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.parquet"))
+        files = sorted(path.glob("shard-*.parquet"))
         if not files:
             return pa.table({})
         return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])

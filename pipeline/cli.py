@@ -1,0 +1,113 @@
+"""The `semidavil` command: thin typer commands, all work in ``pipeline.runner``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.lock import WorkdirBusy
+from pipeline.progress import console as err_console
+from pipeline.runner import STAGES, fingerprints, rejected_files, run_pipeline, stage_dir, status_rows
+from pipeline.stage import StageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="SemiDAViL: language-guided semi-supervised domain adaptation for semantic segmentation.")
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/demo.yaml).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value (repeatable).")]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join: 'auto' or HOST:PORT.")]
+WorkdirOpt = Annotated[Path | None, typer.Option(help="Work directory (paths.workdir).")]
+
+
+def _config(config: Path | None, overrides: list[str] | None, address: str | None = None,
+            workdir: Path | None = None, strict: bool = False) -> Config:
+    extra = [f"cluster.address={address}"] if address else []
+    extra += [f"paths.workdir={workdir}"] if workdir else []
+    extra += ["data.strict=true"] if strict else []
+    try:
+        return load_config(config, [*(overrides or []), *extra])
+    except ConfigError as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _execute(cfg: Config, only: list[str] | None) -> None:
+    try:
+        run_pipeline(cfg, only)
+    except (WorkdirBusy, StageError) as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def print_results(cfg: Config) -> None:
+    """The per-class IoU table and the mIoU of this config's evaluation."""
+    path = stage_dir(Path(cfg.paths.workdir), "evaluate", fingerprints(cfg)["evaluate"]) / "metrics.json"
+    if not path.exists():
+        return
+    metrics = json.loads(path.read_text())
+    table = Table(title=f"Target val IoU ({metrics['images']} images)")
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, iou in metrics["per_class"].items():
+        table.add_row(name, "-" if math.isnan(iou) else f"{100 * iou:.1f}")
+    out.print(table)
+    for key in ("mIoU19", "mIoU16", "mIoU13"):
+        out.print(f"{key}: {100 * metrics[key]:.2f}")
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None, workdir: WorkdirOpt = None,
+        strict: Annotated[bool, typer.Option(help="Fail ingest on any broken file.")] = False) -> None:
+    """Run the whole pipeline: ingest, caption, embed_text, train, evaluate. Complete stages are skipped."""
+    cfg = _config(config, set_, address, workdir, strict)
+    _execute(cfg, None)
+    print_results(cfg)
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)}.")],
+          config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None, workdir: WorkdirOpt = None,
+          strict: Annotated[bool, typer.Option(help="Fail ingest on any broken file.")] = False) -> None:
+    """Run one stage; its inputs must be complete."""
+    if name not in STAGES:
+        err_console.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        raise typer.Exit(2)
+    cfg = _config(config, set_, address, workdir, strict)
+    _execute(cfg, [name])
+    if name == "evaluate":
+        print_results(cfg)
+
+
+@app.command()
+def status(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """One row per stage for this config, and the files that ingest or captioning rejected."""
+    cfg = _config(config, set_, workdir=workdir)
+    table = Table(title=f"{cfg.paths.workdir}")
+    for col in ("stage", "status", "fingerprint", "rows", "duration", "output"):
+        table.add_column(col, justify="right" if col in ("rows", "duration") else "left")
+    rows = status_rows(cfg)
+    for r in rows:
+        seconds = f"{r['seconds']:.1f} s" if r["seconds"] is not None else "-"
+        table.add_row(r["stage"], r["status"], r["fingerprint"], "-" if r["rows"] is None else str(r["rows"]),
+                      seconds, r["output"] or "-")
+    out.print(table)
+    for r in rows:
+        if r["error"]:
+            out.print(f"[red]{r['stage']}[/]: {r['error'].splitlines()[0]}", soft_wrap=True)
+    rejected = rejected_files(cfg)
+    if rejected:
+        out.print(f"Rejected files ({len(rejected)}):")
+        for stage_name, path, reason in rejected:
+            out.print(f"  [{stage_name}] {path}: {reason}", soft_wrap=True, highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,141 @@
+"""Sharded, resumable Ray Data map: the engine of the caption and embed_text stages (DESIGN §1-2).
+
+The rows are cut into shards of ``shard_size``. Shards already recorded complete (and present on disk) are
+skipped. The rest go through one Ray Data ``map_batches`` actor pool; the driver gathers each shard's
+rows as they stream back, writes the shard whole (temporary name, then rename) and records it in the
+manifest. A pool that fails is rebuilt for the shards not yet done, each shard at most
+``max_retries + 1`` times; then the stage fails naming the shards, and the done ones stay done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import ClusterConfig
+from pipeline.progress import console, progress
+from pipeline.stage import StageContext, StageError
+from pipeline.store import write_parquet
+
+SHARD_COLUMN = "shard"
+
+
+def init_ray(cluster: ClusterConfig) -> None:
+    """Start Ray locally, or join the cluster at ``cluster.address``; once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(address=cluster.address, num_cpus=cluster.num_cpus if cluster.address is None else None,
+             include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours shows images, images/s and time left
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+
+
+@dataclass(frozen=True)
+class ShardPool:
+    """How to run the per-batch work: a callable class, built once per replica."""
+
+    udf: type
+    udf_kwargs: dict[str, Any]
+    batch_size: int
+    concurrency: int
+    num_gpus: float
+    max_retries: int
+
+
+def shard_path(out_dir: Path, shard: int) -> Path:
+    return Path(out_dir) / f"shard-{shard:05d}.parquet"
+
+
+def pending_shards(ctx: StageContext, n_shards: int) -> list[int]:
+    done = ctx.manifest.shards(ctx.name, ctx.fingerprint, status="complete")
+    return [i for i in range(n_shards) if not (i in done and shard_path(ctx.out_dir, i).exists())]
+
+
+def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool):
+    import ray
+
+    blocks = []
+    for i in shards:
+        part = rows.slice(i * shard_size, shard_size)
+        part = part.append_column(SHARD_COLUMN, pa.array(np.full(len(part), i, dtype=np.int32)))
+        blocks += [part.slice(j, pool.batch_size) for j in range(0, len(part), pool.batch_size)]
+    return ray.data.from_arrow(blocks).map_batches(
+        pool.udf, fn_constructor_kwargs=pool.udf_kwargs, batch_size=pool.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_gpus=pool.num_gpus or None, num_cpus=1,
+    )
+
+
+def _finish_shard(ctx: StageContext, shard: int, parts: list[pa.Table], started: datetime, attempts: int) -> int:
+    table = pa.concat_tables(parts)
+    table = table.sort_by("image_id") if "image_id" in table.column_names else table
+    nodes = ",".join(sorted(set(table.column("node").to_pylist()))) if "node" in table.column_names else None
+    path = write_parquet(table.drop_columns([SHARD_COLUMN]), shard_path(ctx.out_dir, shard))
+    ctx.manifest.record_shard(ctx.name, ctx.fingerprint, shard, "complete", rows=len(table), path=path,
+                              node=nodes, attempts=attempts, started_at=started)
+    return len(table)
+
+
+def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPool, cluster: ClusterConfig,
+               unit: str = "images") -> int:
+    """Run ``pool.udf`` over ``rows`` shard by shard; return the number of rows written by this call."""
+    n_shards = -(-len(rows) // shard_size)
+    todo = pending_shards(ctx, n_shards)
+    if not todo:
+        return 0
+    if len(todo) < n_shards:
+        console.print(f"  {ctx.name}: {n_shards - len(todo)} of {n_shards} shards already done, resuming")
+    init_ray(cluster)
+    previous = ctx.manifest.shards(ctx.name, ctx.fingerprint)
+    attempts = {i: previous.get(i, {}).get("attempts") or 0 for i in todo}
+    expected = {i: min(shard_size, len(rows) - i * shard_size) for i in todo}
+    written = 0
+    with progress(f"{ctx.name}", total=sum(expected.values()), unit=unit) as advance:
+        while todo:
+            for i in todo:
+                attempts[i] += 1
+            started = datetime.now()
+            buffers: dict[int, list[pa.Table]] = defaultdict(list)
+            counts: dict[int, int] = defaultdict(int)
+            try:
+                for batch in _dataset(rows, todo, shard_size, pool).iter_batches(batch_format="pyarrow",
+                                                                                 batch_size=None):
+                    for shard in pc.unique(batch.column(SHARD_COLUMN)).to_pylist():
+                        part = batch.filter(pc.equal(batch.column(SHARD_COLUMN), shard))
+                        buffers[shard].append(part)
+                        counts[shard] += len(part)
+                        advance(len(part))
+                        if counts[shard] == expected[shard]:
+                            written += _finish_shard(ctx, shard, buffers.pop(shard), started, attempts[shard])
+                            todo.remove(shard)
+            except Exception as err:  # a replica died or the UDF raised: retry what is left
+                reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+                for i in todo:
+                    ctx.manifest.record_shard(ctx.name, ctx.fingerprint, i, "failed", attempts=attempts[i],
+                                              error=reason, started_at=started)
+                    advance(-counts.get(i, 0))
+                exhausted = [i for i in todo if attempts[i] > pool.max_retries]
+                if exhausted:
+                    raise StageError(
+                        f"{ctx.name}: shard(s) {', '.join(map(str, exhausted))} failed after "
+                        f"{pool.max_retries + 1} attempts ({reason}); {n_shards - len(todo)} of {n_shards} "
+                        f"shards are done and kept"
+                    ) from err
+                console.print(f"  {ctx.name}: {reason}; retrying {len(todo)} shard(s)")
+            else:
+                if todo:  # the stream ended without some rows: a UDF dropped them
+                    raise StageError(f"{ctx.name}: shard(s) {todo} came back incomplete")
+    return written

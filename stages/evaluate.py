@@ -1,0 +1,146 @@
+"""Stage 5, evaluate: the trained model on the target val split -> per-class IoU and mIoU (19/16/13).
+
+Inference is by sliding windows of the training crop size (2/3 overlap stride), with the predictions
+taken at the label's resolution. Outputs: ``metrics.json``, ``per_class.parquet``, ``confusion.npy`` and
+a few colourised prediction PNGs in ``predictions/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from models.segmentor import Segmentor, build_segmentor
+from pipeline.config import Config
+from pipeline.progress import progress
+from pipeline.stage import StageContext, StageError, StageResult
+from pipeline.store import atomic_path, write_json, write_parquet
+from stages.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE
+from stages.embed_text import TextEmbeddingStore
+from stages.ingest import INDEX_FILE, load_label
+from stages.train import CHECKPOINT, load_checkpoint, normalize
+
+NAME = "evaluate"
+VERSION = 1
+INPUTS = ("ingest", "embed_text", "train")
+
+
+def fingerprint_config(cfg: Config) -> dict[str, Any]:
+    return {**cfg.eval.model_dump(mode="json", exclude={"batch_size"}), "target_size": cfg.train.target_size,
+            "crop_size": cfg.train.crop_size}
+
+
+def sliding_windows(length: int, crop: int, stride: int) -> list[int]:
+    """Window starts covering [0, length) with windows of ``crop`` (the last one flush with the end)."""
+    if length <= crop:
+        return [0]
+    starts = list(range(0, length - crop, stride))
+    return starts + [length - crop]
+
+
+@torch.no_grad()
+def predict(model: Segmentor, image: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, crop: int,
+            num_classes: int, sliding: bool = True) -> torch.Tensor:
+    """Class probabilities (1, C, H, W) for one normalised image (1, 3, H, W)."""
+    _, _, h, w = image.shape
+    if not sliding or (h <= crop and w <= crop):
+        return model(image, text, mask).logits.softmax(1)
+    stride = max(crop * 2 // 3, 1)
+    probs = image.new_zeros(1, num_classes, h, w)
+    count = image.new_zeros(1, 1, h, w)
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    padded = F.pad(image, (0, pw, 0, ph))
+    for top in sliding_windows(h + ph, crop, stride):
+        for left in sliding_windows(w + pw, crop, stride):
+            window = padded[:, :, top:top + crop, left:left + crop]
+            p = model(window, text, mask).logits.softmax(1)
+            hh, ww = min(crop, h - top), min(crop, w - left)
+            probs[:, :, top:top + hh, left:left + ww] += p[:, :, :hh, :ww]
+            count[:, :, top:top + hh, left:left + ww] += 1
+    return probs / count
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) counts, rows = ground truth, columns = prediction; ignored pixels left out."""
+    valid = label != IGNORE
+    idx = label[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
+    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """IoU = TP / (TP + FP + FN) per class; NaN for a class absent from both labels and predictions."""
+    tp = np.diag(conf).astype(np.float64)
+    denom = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
+def miou(iou: np.ndarray, class_set: int) -> float:
+    """Mean IoU over a class set (19, 16 or 13), classes with no pixel anywhere left out."""
+    values = iou[list(CLASS_SETS[class_set])]
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def load_model(ckpt_path: Path, cfg: Config, which: str, device: torch.device) -> Segmentor:
+    ckpt = load_checkpoint(ckpt_path, device)
+    if ckpt is None:
+        raise StageError(f"{ckpt_path}: no checkpoint to evaluate")
+    model = build_segmentor(cfg.model, ckpt["meta"]["text_dim"], ckpt["meta"]["num_classes"])
+    model.load_state_dict(ckpt[which])
+    return model.to(device).eval()
+
+
+def colourise(pred: np.ndarray) -> np.ndarray:
+    return np.where((pred < len(PALETTE))[..., None], PALETTE[np.minimum(pred, len(PALETTE) - 1)], 0)
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.cfg
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(ctx.inputs["train"] / CHECKPOINT, cfg, cfg.eval.model, device)
+    store = TextEmbeddingStore(ctx.inputs["embed_text"])
+    rows = [r for r in pq.read_table(ctx.inputs["ingest"] / INDEX_FILE).to_pylist()
+            if r["domain"] == "target" and r["split"] == "val" and r["labelled"]]
+    if not rows:
+        raise StageError(f"{ctx.inputs['ingest'] / INDEX_FILE}: no labelled target val images to evaluate")
+    n = len(CLASSES)
+    conf = np.zeros((n, n), dtype=np.int64)
+    pred_dir = ctx.out_dir / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    with progress("evaluate", total=len(rows), unit="images") as advance:
+        for k, row in enumerate(rows):
+            label = load_label(row["label_path"], "cityscapes")
+            with Image.open(row["image_path"]) as im:
+                image = im.convert("RGB")
+            if cfg.train.target_size is not None:
+                image = image.resize(cfg.train.target_size, Image.BILINEAR)
+            x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+            text, mask = store.batch([row["image_id"]], cfg.model.max_tokens)
+            probs = predict(model, normalize(x), text.to(device), mask.to(device), cfg.train.crop_size, n,
+                            cfg.eval.sliding_window)
+            probs = F.interpolate(probs, size=label.shape, mode="bilinear", align_corners=False)
+            pred = probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            conf += confusion(pred, label, n)
+            if k < cfg.eval.save_predictions:
+                path = pred_dir / f"{row['image_id'].replace('/', '__')}.png"
+                with atomic_path(path) as tmp:
+                    Image.fromarray(colourise(pred).astype(np.uint8)).save(tmp, format="PNG")
+            advance()
+    iou = iou_per_class(conf)
+    metrics = {f"mIoU{k}": miou(iou, k) for k in CLASS_SETS}
+    metrics["images"] = len(rows)
+    write_parquet(pa.table({"class_id": range(n), "name": list(CLASSES), "iou": iou,
+                            "pixels": conf.sum(1)}), ctx.out_dir / "per_class.parquet")
+    with atomic_path(ctx.out_dir / "confusion.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, conf)
+    write_json({**metrics, "per_class": dict(zip(CLASSES, map(float, iou), strict=True))},
+               ctx.out_dir / "metrics.json")
+    return StageResult(len(rows), metrics)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a very small demo world and tiny models, so every stage runs for real in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+
+SMALL = [
+    "data.demo.n_source=12", "data.demo.n_target_train=12", "data.demo.n_target_val=4",
+    "data.demo.height=64", "data.demo.width=128", "data.labelled_target=4",
+    "caption.shard_size=8", "caption.batch_size=4", "caption.max_new_tokens=4", "caption.concurrency=1",
+    "text.shard_size=8", "text.batch_size=8",
+    "model.dlg_dim=16", "model.decoder_channels=16",
+    "train.iterations=3", "train.batch_size=2", "train.crop_size=64", "train.log_every=1",
+    "train.checkpoint_every=2", "train.cpus_per_worker=1",
+    "eval.save_predictions=1",
+]
+
+
+def small_overrides(workdir: Path, *extra: str) -> list[str]:
+    return [*SMALL, f"paths.workdir={workdir}", *extra]
+
+
+@pytest.fixture
+def small_config(tmp_path: Path):
+    """A function: extra overrides -> a small Config working in tmp_path/work."""
+
+    def make(*extra: str) -> Config:
+        return load_config(None, small_overrides(tmp_path / "work", *extra))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (starting Ray costs seconds)."""
+    import pipeline  # noqa: F401  (sets Ray's environment before Ray is imported)
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray

@@ -1,0 +1,42 @@
+"""The real `semidavil` CLI, end to end, on a very small demo world."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import small_overrides
+
+
+def semidavil(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def sets(workdir, *extra):
+    return [arg for o in small_overrides(workdir, "cluster.num_cpus=2", *extra) for arg in ("--set", o)]
+
+
+def test_single_stage_needs_its_inputs(tmp_path):
+    proc = semidavil("stage", "train", *sets(tmp_path / "w"))
+    assert proc.returncode == 1
+    assert "needs ingest, embed_text complete first" in proc.stderr
+    assert semidavil("stage", "nope").returncode == 2
+
+
+def test_run_status_and_rerun(tmp_path):
+    workdir = tmp_path / "w"
+    first = semidavil("run", *sets(workdir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "mIoU19:" in first.stdout and "road" in first.stdout
+    status = semidavil("status", *sets(workdir))
+    assert status.returncode == 0
+    for stage in ("ingest", "caption", "embed_text", "train", "evaluate"):
+        line = next(line for line in status.stdout.splitlines() if f" {stage} " in line)
+        assert "complete" in line, status.stdout
+    second = semidavil("run", *sets(workdir))
+    assert second.returncode == 0
+    assert second.stderr.count("skipped") == 5, second.stderr
+    assert "▶" not in second.stderr
+    assert (workdir / "manifest.duckdb").exists()
+    assert list((workdir / "evaluate").glob("*/predictions/*.png"))

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_config_loads_and_is_frozen():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.data.source.name == "demo"
+    with pytest.raises(Exception):
+        cfg.train.iterations = 5  # frozen
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.iterations=7", "loss.dyce=false", "train.source_size=[1280, 720]"])
+    assert cfg.train.iterations == 7 and cfg.loss.dyce is False and cfg.train.source_size == (1280, 720)
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("train: {iterations: 10\n", [], "not valid YAML"),
+        ("train: {iterationz: 10}\n", [], "train.iterationz: unknown key"),
+        ("train: {iterations: many}\n", [], "train.iterations: Input should be a valid integer"),
+        ("data: {source: {name: gta5, root: /no/such/dir}}\n", [], "data.source.root: path does not exist"),
+        ("data: {source: {name: gta5}}\n", [], "data.source.root: required for dataset 'gta5'"),
+        ("loss: {omega: 2}\n", [], "loss.omega"),
+        ("{}\n", ["nosection.key=1"], "nosection: unknown key"),
+        ("{}\n", ["train.iterations"], "expected section.key=value"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, text, overrides, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    if "--set" not in message:
+        assert str(path) in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "work"
+    path = write(tmp_path, f"paths: {{workdir: {workdir}}}\ntrain: {{iterations: -3}}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "train.iterations" in proc.stderr and str(path) in proc.stderr
+    assert not workdir.exists()
+
+
+def test_default_config_path_exists():
+    assert DEFAULT_CONFIG.exists()

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.losses import CrossEntropyLoss, DyCELoss, consistency_loss
+
+
+def dyce_by_hand(logits, target, hard_ratio, omega, ignore=255):
+    """Eq. 9 written out pixel by pixel and class by class."""
+    b, c, h, w = logits.shape
+    pixels = []
+    for n in range(b):
+        for y in range(h):
+            for x in range(w):
+                label = int(target[n, y, x])
+                if label == ignore:
+                    continue
+                log_p = logits[n, :, y, x].double().log_softmax(0)
+                pixels.append((-float(log_p[label]), label))  # ℓ_i
+    k = math.ceil(hard_ratio * len(pixels))
+    hard = sorted(pixels, key=lambda p: -p[0])[:k]  # H
+    f_h = len(hard)
+    total = 0.0
+    for cls in range(c):
+        members = [l for l, lab in hard if lab == cls]
+        if members:
+            total += sum(members) / len(members) ** (1 - omega)  # 1 / f_c^(1-ω) Σ ℓ_i
+    return total / f_h**omega
+
+
+@pytest.mark.parametrize("hard_ratio,omega", [(0.2, 0.5), (0.5, 0.0), (1.0, 0.3), (0.37, 1.0)])
+def test_dyce_matches_equation_9(hard_ratio, omega):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, generator=g) * 3
+    target = torch.randint(0, 5, (2, 6, 7), generator=g)
+    target[0, :2] = 255
+    got = DyCELoss(hard_ratio, omega)(logits, target)
+    assert got.item() == pytest.approx(dyce_by_hand(logits, target, hard_ratio, omega), rel=1e-5)
+
+
+def test_omega_one_is_mean_ce_over_mined_pixels():
+    g = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(2, 4, 8, 8, generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)
+    ce = F.cross_entropy(logits, target, reduction="none").flatten()
+    k = math.ceil(0.25 * ce.numel())
+    expected = ce.topk(k).values.mean()
+    assert DyCELoss(0.25, 1.0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_full_ratio_and_omega_one_is_plain_ce():
+    g = torch.Generator().manual_seed(2)
+    logits, target = torch.randn(3, 6, 5, 5, generator=g), torch.randint(0, 6, (3, 5, 5), generator=g)
+    target[1, 0] = 255
+    expected = F.cross_entropy(logits, target, ignore_index=255)
+    assert DyCELoss(1.0, 1.0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert CrossEntropyLoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_ignored_pixels_never_contribute():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(1, 4, 6, 6, generator=g, requires_grad=True)
+    target = torch.randint(0, 4, (1, 6, 6), generator=g)
+    target[0, :3] = 255
+    loss = DyCELoss(0.5, 0.5)(logits, target)
+    loss.backward()
+    assert torch.all(logits.grad[0, :, :3] == 0)
+    changed = logits.detach().clone()
+    changed[0, :, :3] = 1e4  # huge logits at ignored pixels change nothing
+    assert DyCELoss(0.5, 0.5)(changed, target).item() == pytest.approx(loss.item())
+    empty = torch.full((1, 6, 6), 255)
+    z = torch.randn(1, 4, 6, 6, requires_grad=True)
+    out = DyCELoss()(z, empty)
+    out.backward()
+    assert out.item() == 0 and torch.all(z.grad == 0)
+
+
+def test_finite_under_bf16_autocast_with_extreme_logits():
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(2, 19, 16, 16, generator=g) * 1e4).requires_grad_()
+    target = torch.randint(0, 19, (2, 16, 16), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = DyCELoss()(logits.to(torch.bfloat16), target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def test_rare_class_gets_a_larger_gradient_than_plain_ce():
+    """Eq. 10: weight 1/(f_H^ω f_c^(1-ω)) ≥ 1/S, largest for rare classes."""
+    logits = torch.zeros(1, 3, 10, 10, requires_grad=True)
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, 0, :2] = 1  # two pixels of a rare class among 100
+    for loss_fn in (CrossEntropyLoss(), DyCELoss(hard_ratio=1.0, omega=0.5)):
+        logits.grad = None
+        loss_fn(logits, target).backward()
+        if isinstance(loss_fn, CrossEntropyLoss):
+            ce_rare = logits.grad[0, :, 0, 0].abs().sum()
+        else:
+            dyce_rare = logits.grad[0, :, 0, 0].abs().sum()
+            dyce_common = logits.grad[0, :, 5, 5].abs().sum()
+    assert dyce_rare > ce_rare
+    assert dyce_rare > dyce_common
+
+
+def test_consistency_counts_confident_teacher_pixels_over_all_pixels():
+    teacher = torch.zeros(1, 3, 2, 2)
+    teacher[0, 1, 0, 0] = 10.0  # confident: class 1
+    teacher[0, 2, 1, 1] = 0.1  # not confident
+    student = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss, passed = consistency_loss(student, teacher, threshold=0.95)
+    ce = F.cross_entropy(student, torch.tensor([[[1, 0], [0, 2]]]), reduction="none")
+    assert passed.item() == pytest.approx(0.25)
+    assert loss.item() == pytest.approx(ce[0, 0, 0].item() / 4)
+    loss.backward()
+    assert torch.all(student.grad[0, :, 1, 1] == 0)

@@ -1,0 +1,43 @@
+"""Resume: a run stopped after the caption stage skips ingest and caption when started again."""
+
+from __future__ import annotations
+
+import pytest
+
+import stages.embed_text
+from pipeline.runner import run_pipeline, status_rows
+
+
+def statuses(cfg):
+    return {r["stage"]: r["status"] for r in status_rows(cfg)}
+
+
+def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypatch):
+    cfg = small_config()
+
+    def stopped(ctx):
+        raise KeyboardInterrupt  # the user stops the run as embed_text begins
+
+    monkeypatch.setattr(stages.embed_text, "run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg)
+    monkeypatch.undo()
+    assert statuses(cfg) == {"ingest": "complete", "caption": "complete", "embed_text": "interrupted",
+                             "train": "pending", "evaluate": "pending"}
+
+    outcomes = run_pipeline(cfg)
+    assert [(o.stage, o.skipped) for o in outcomes] == [
+        ("ingest", True), ("caption", True), ("embed_text", False), ("train", False), ("evaluate", False)]
+    assert set(statuses(cfg).values()) == {"complete"}
+    assert outcomes[-1].record.details["images"] == 4
+
+    assert all(o.skipped for o in run_pipeline(cfg))  # nothing is redone
+
+
+def test_changed_key_reruns_only_what_reads_it(small_config, ray_local):
+    cfg = small_config()
+    run_pipeline(cfg, ["ingest"])
+    run_pipeline(cfg, ["caption"])
+    changed = small_config("caption.max_new_tokens=2")
+    outcomes = run_pipeline(changed, ["ingest", "caption"])
+    assert [o.skipped for o in outcomes] == [True, False]
