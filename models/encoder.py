@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +61,8 @@ class DenseCLIPEncoder(nn.Module):
 
 
 def _clip_visual(name: str, pretrained: str | None) -> nn.Module:
+    import open_clip
+
     if pretrained is not None:  # the whole CLIP is built to load its checkpoint; keep the image tower
         return open_clip.create_model(name, pretrained=pretrained).visual
     cfg = open_clip.get_model_config(name)
@@ -99,6 +100,8 @@ def _load_imagenet(visual: nn.Module, checkpoint: Path) -> None:
 
 def build_vision_encoder(cfg: ModelConfig) -> DenseCLIPEncoder:
     """E_V from ``model.vision_model`` and ``model.vision_init`` (clip | imagenet | random)."""
+    import open_clip
+
     if cfg.vision_model == "tiny":
         from models.tiny import TINY_EMBED_DIM, TINY_VISION
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,6 +58,8 @@ def end_positions(tokens: torch.Tensor) -> torch.Tensor:
 
 def load_text_encoder(model: str, pretrained: str = "none", device: torch.device | None = None,
                       seed: int = 0) -> TextEncoder:
+    import open_clip
+
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if model == "tiny":
         from models.tiny import TINY_EMBED_DIM, TINY_TEXT, TINY_VISION

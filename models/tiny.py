@@ -6,11 +6,10 @@ the real models take is exercised. Select them with ``model: tiny`` in the confi
 
 from __future__ import annotations
 
-from open_clip.model import CLIPTextCfg, CLIPVisionCfg
-
 TINY_EMBED_DIM = 64  # c: output width of both tiny CLIP towers
 
-TINY_VISION = CLIPVisionCfg(
+# open_clip CLIPVisionCfg / CLIPTextCfg fields, as dicts (open_clip takes either; dicts keep the import lazy)
+TINY_VISION = dict(
     layers=4,  # transformer blocks
     width=96,  # token width
     head_width=32,  # 3 heads
@@ -18,7 +17,7 @@ TINY_VISION = CLIPVisionCfg(
     image_size=64,  # native grid 8x8; other sizes interpolate the position embedding
 )
 
-TINY_TEXT = CLIPTextCfg(
+TINY_TEXT = dict(
     context_length=77,  # CLIP's context, as the real text tower
     vocab_size=49408,  # CLIP's BPE vocabulary: open_clip's bundled tokenizer works unchanged
     width=64,
