@@ -3,8 +3,9 @@
 The rows are cut into shards of ``shard_size``. Shards already recorded complete (and present on disk) are
 skipped. The rest go through one Ray Data ``map_batches`` actor pool; the driver gathers each shard's
 rows as they stream back, writes the shard whole (temporary name, then rename) and records it in the
-manifest. A pool that fails is rebuilt for the shards not yet done, each shard at most
-``max_retries + 1`` times; then the stage fails naming the shards, and the done ones stay done.
+manifest. A replica that dies is replaced and its batch retried, at most ``max_retries`` times; past
+that the shards not yet done are recorded as failed, the stage fails naming them, and the done ones
+stay done for the next run.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool
     return ray.data.from_arrow(blocks).map_batches(
         pool.udf, fn_constructor_kwargs=pool.udf_kwargs, batch_size=pool.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_gpus=pool.num_gpus or None, num_cpus=1,
+        # Passed through **ray_remote_args (no named parameter yet; deprecated for Ray 2.64, we pin < 2.61).
+        max_restarts=-1,  # a replica that dies is replaced...
+        max_task_retries=pool.max_retries,  # ...and its batch retried, a bounded number of times
     )
 
 
@@ -100,42 +104,31 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
         console.print(f"  {ctx.name}: {n_shards - len(todo)} of {n_shards} shards already done, resuming")
     init_ray(cluster)
     previous = ctx.manifest.shards(ctx.name, ctx.fingerprint)
-    attempts = {i: previous.get(i, {}).get("attempts") or 0 for i in todo}
+    attempts = {i: (previous.get(i, {}).get("attempts") or 0) + 1 for i in todo}
     expected = {i: min(shard_size, len(rows) - i * shard_size) for i in todo}
-    written = 0
-    with progress(f"{ctx.name}", total=sum(expected.values()), unit=unit) as advance:
-        while todo:
+    buffers: dict[int, list[pa.Table]] = defaultdict(list)
+    counts: dict[int, int] = defaultdict(int)
+    started, written = datetime.now(), 0
+    with progress(ctx.name, total=sum(expected.values()), unit=unit) as advance:
+        try:
+            for batch in _dataset(rows, todo, shard_size, pool).iter_batches(batch_format="pyarrow", batch_size=None):
+                for shard in pc.unique(batch.column(SHARD_COLUMN)).to_pylist():
+                    part = batch.filter(pc.equal(batch.column(SHARD_COLUMN), shard))
+                    buffers[shard].append(part)
+                    counts[shard] += len(part)
+                    advance(len(part))
+                    if counts[shard] == expected[shard]:
+                        written += _finish_shard(ctx, shard, buffers.pop(shard), started, attempts[shard])
+                        todo.remove(shard)
+        except Exception as err:  # the UDF raised, or a batch killed its replica more than max_retries times
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
             for i in todo:
-                attempts[i] += 1
-            started = datetime.now()
-            buffers: dict[int, list[pa.Table]] = defaultdict(list)
-            counts: dict[int, int] = defaultdict(int)
-            try:
-                for batch in _dataset(rows, todo, shard_size, pool).iter_batches(batch_format="pyarrow",
-                                                                                 batch_size=None):
-                    for shard in pc.unique(batch.column(SHARD_COLUMN)).to_pylist():
-                        part = batch.filter(pc.equal(batch.column(SHARD_COLUMN), shard))
-                        buffers[shard].append(part)
-                        counts[shard] += len(part)
-                        advance(len(part))
-                        if counts[shard] == expected[shard]:
-                            written += _finish_shard(ctx, shard, buffers.pop(shard), started, attempts[shard])
-                            todo.remove(shard)
-            except Exception as err:  # a replica died or the UDF raised: retry what is left
-                reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-                for i in todo:
-                    ctx.manifest.record_shard(ctx.name, ctx.fingerprint, i, "failed", attempts=attempts[i],
-                                              error=reason, started_at=started)
-                    advance(-counts.get(i, 0))
-                exhausted = [i for i in todo if attempts[i] > pool.max_retries]
-                if exhausted:
-                    raise StageError(
-                        f"{ctx.name}: shard(s) {', '.join(map(str, exhausted))} failed after "
-                        f"{pool.max_retries + 1} attempts ({reason}); {n_shards - len(todo)} of {n_shards} "
-                        f"shards are done and kept"
-                    ) from err
-                console.print(f"  {ctx.name}: {reason}; retrying {len(todo)} shard(s)")
-            else:
-                if todo:  # the stream ended without some rows: a UDF dropped them
-                    raise StageError(f"{ctx.name}: shard(s) {todo} came back incomplete")
+                ctx.manifest.record_shard(ctx.name, ctx.fingerprint, i, "failed", attempts=attempts[i],
+                                          error=reason, started_at=started)
+            raise StageError(
+                f"{ctx.name}: shard(s) {', '.join(map(str, todo))} failed ({reason}); "
+                f"{n_shards - len(todo)} of {n_shards} shards are done and kept, run again to retry the rest"
+            ) from err
+    if todo:  # the stream ended without some rows: a UDF dropped them
+        raise StageError(f"{ctx.name}: shard(s) {todo} came back incomplete")
     return written

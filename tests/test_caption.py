@@ -1,0 +1,161 @@
+"""Captioning at scale: shards, resume after SIGKILL, rejected images, dying replicas, two nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import load_config
+from pipeline.manifest import Manifest
+from pipeline.runner import fingerprints, open_manifest, rejected_files, run_pipeline, stage_dir
+from pipeline.shards import ShardPool, map_shards
+from pipeline.stage import StageContext, StageError
+from pipeline.store import read_parquet
+from stages.ingest import INDEX_FILE
+from tests.conftest import small_overrides
+
+
+def caption_dir(cfg) -> Path:
+    return stage_dir(Path(cfg.paths.workdir), "caption", fingerprints(cfg)["caption"])
+
+
+def index_ids(cfg) -> list[str]:
+    path = stage_dir(Path(cfg.paths.workdir), "ingest", fingerprints(cfg)["ingest"]) / INDEX_FILE
+    return read_parquet(path, ["image_id"]).column("image_id").to_pylist()
+
+
+def test_resume_after_sigkill(tmp_path, ray_local):
+    overrides = small_overrides(tmp_path / "w", "data.demo.n_source=40", "data.demo.n_target_train=16",
+                                "caption.shard_size=4", "caption.batch_size=2", "caption.max_new_tokens=48",
+                                "cluster.num_cpus=2")
+    cfg = load_config(None, overrides)
+    run_pipeline(cfg, ["ingest"])
+    n_images, n_shards = len(index_ids(cfg)), 15
+    assert n_images == 60
+    out = caption_dir(cfg)
+    args = [arg for o in overrides for arg in ("--set", o)]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "stage", "caption", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("shard-*.parquet"))) < 2:
+        assert proc.poll() is None, "the stage ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run: driver, Ray and its actors
+    proc.wait()
+    manifest = open_manifest(cfg)
+    done = manifest.shards("caption", fingerprints(cfg)["caption"], status="complete")
+    assert 0 < len(done) < n_shards, "kill came too late to test a resume"
+    mtimes = {i: Path(s["path"]).stat().st_mtime_ns for i, s in done.items()}
+
+    outcome = run_pipeline(cfg, ["caption"])[0]  # the next run
+
+    store = read_parquet(out)
+    ids = store.column("image_id").to_pylist()
+    assert sorted(ids) == sorted(index_ids(cfg)) and len(set(ids)) == len(ids) == n_images  # none lost or twice
+    assert all(c is not None for c in store.column("caption").to_pylist())
+    for i, mtime in mtimes.items():  # done shards are not redone
+        assert Path(done[i]["path"]).stat().st_mtime_ns == mtime
+    done_rows = sum(s["rows"] for s in done.values())
+    assert outcome.record.details["captioned_now"] == n_images - done_rows
+    assert len(list(out.glob("shard-*.parquet"))) == n_shards
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_an_image_that_does_not_decode_is_a_rejected_row(small_config, ray_local):
+    cfg = small_config()
+    run_pipeline(cfg, ["ingest"])
+    index = read_parquet(stage_dir(Path(cfg.paths.workdir), "ingest", fingerprints(cfg)["ingest"]) / INDEX_FILE)
+    broken_id, broken_path = index.column("image_id")[3].as_py(), index.column("image_path")[3].as_py()
+    Path(broken_path).write_bytes(b"\x89PNG\r\n\x1a\n broken after ingest")
+    outcome = run_pipeline(cfg, ["caption"])[0]
+    rows = {r["image_id"]: r for r in read_parquet(caption_dir(cfg)).to_pylist()}
+    assert len(rows) == index.num_rows
+    assert rows[broken_id]["caption"] is None and "does not decode" in rows[broken_id]["error"]
+    assert outcome.record.details["rejected"] == 1
+    assert [(s, p) for s, p, _ in rejected_files(cfg)] == [("caption", broken_id)]
+
+
+def shard_context(tmp_path: Path, small_config) -> StageContext:
+    return StageContext(small_config(), "caption", "f" * 64, tmp_path / "out", {}, Manifest(tmp_path / "m.duckdb"),
+                        tmp_path)
+
+
+class Marked:
+    """A UDF whose replica dies (os._exit) on shard 1: once, or every time."""
+
+    def __init__(self, marker: str, always: bool):
+        self.marker, self.always = Path(marker), always
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if 1 in batch.column("shard").to_pylist() and (self.always or not self.marker.exists()):
+            self.marker.touch()
+            os._exit(1)
+        return batch.append_column("node", pa.array(["n"] * len(batch)))
+
+
+ROWS = pa.table({"image_id": [f"img{i:03d}" for i in range(12)]})
+
+
+def test_a_dead_replica_is_replaced_and_its_shard_retried(tmp_path, small_config, ray_local):
+    ctx = shard_context(tmp_path, small_config)
+    marker = tmp_path / "died"
+    pool = ShardPool(Marked, {"marker": str(marker), "always": False}, 4, 1, 0, max_retries=2)
+    assert map_shards(ctx, ROWS, 4, pool, ctx.cfg.cluster) == 12
+    assert marker.exists()  # it did die once
+    shards = ctx.manifest.shards("caption", ctx.fingerprint, status="complete")
+    assert sorted(shards) == [0, 1, 2]
+    assert read_parquet(ctx.out_dir).column("image_id").to_pylist() == ROWS.column("image_id").to_pylist()
+
+
+def test_a_shard_that_keeps_failing_fails_the_stage_and_keeps_the_rest(tmp_path, small_config, ray_local):
+    ctx = shard_context(tmp_path, small_config)
+    pool = ShardPool(Marked, {"marker": str(tmp_path / "died"), "always": True}, 4, 1, 0, max_retries=1)
+    with pytest.raises(StageError, match=r"caption: shard\(s\) .*1.* failed") as info:
+        map_shards(ctx, ROWS, 4, pool, ctx.cfg.cluster)
+    assert "run again" in str(info.value)
+    shards = ctx.manifest.shards("caption", ctx.fingerprint)
+    assert shards[1]["status"] == "failed" and shards[1]["error"]
+    done = [i for i, s in shards.items() if s["status"] == "complete"]
+    healthy = ShardPool(Marked, {"marker": str(tmp_path / "died"), "always": False}, 4, 1, 0, max_retries=1)
+    (tmp_path / "died").touch()  # shard 1 works now
+    assert map_shards(ctx, ROWS, 4, healthy, ctx.cfg.cluster) == 12 - 4 * len(done)  # only what is missing
+    assert sorted(ctx.manifest.shards("caption", ctx.fingerprint, status="complete")) == [0, 1, 2]
+
+
+def test_two_nodes_share_the_shards(tmp_path):
+    overrides = small_overrides(tmp_path / "w", "caption.concurrency=2", "caption.shard_size=2",
+                                "caption.batch_size=2", "caption.max_new_tokens=24")
+    code = textwrap.dedent(f"""
+        import json
+        import pipeline, ray
+        from ray.cluster_utils import Cluster
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="ERROR")
+        from pipeline.config import load_config
+        from pipeline.runner import fingerprints, open_manifest, run_pipeline
+        cfg = load_config(None, {overrides!r})
+        run_pipeline(cfg, ["ingest", "caption"])
+        shards = open_manifest(cfg).shards("caption", fingerprints(cfg)["caption"])
+        print(json.dumps({{"nodes": [n["NodeID"] for n in ray.nodes()],
+                          "shards": {{str(k): v["node"] for k, v in shards.items()}}}}))
+        ray.shutdown()
+        cluster.shutdown()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result["nodes"]) == 2
+    assert len(result["shards"]) == 14  # 28 images in shards of 2, each shard records its node(s)
+    used = {n for nodes in result["shards"].values() for n in nodes.split(",")}
+    assert used == set(result["nodes"])
