@@ -62,3 +62,21 @@ def load_captioner(model: str, dtype: str = "auto", device: torch.device | None 
         net = Blip2ForConditionalGeneration.from_pretrained(model, dtype=torch_dtype)
     net = net.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
     return Captioner(processor, net, device, torch_dtype)
+
+
+def blip2_opt_2_7b_config():
+    """The architecture of Salesforce/blip2-opt-2.7b (EVA ViT-g, Q-Former, OPT-2.7b), for random-weight
+    benchmarks on a machine that cannot download it."""
+    from transformers import Blip2Config
+
+    return Blip2Config(
+        vision_config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                           image_size=224, patch_size=14, qkv_bias=True),
+        qformer_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                            encoder_hidden_size=1408, vocab_size=30522, cross_attention_frequency=2),
+        text_config=dict(model_type="opt", vocab_size=50272, hidden_size=2560, ffn_dim=10240, num_hidden_layers=32,
+                         num_attention_heads=32, word_embed_proj_dim=2560, max_position_embeddings=2048,
+                         pad_token_id=1, bos_token_id=2, eos_token_id=50118),
+        num_query_tokens=32,
+        image_token_index=50265,
+    )
