@@ -28,19 +28,9 @@ from stages.caption import CaptionBatch
 from stages.ingest import INDEX_FILE
 
 
-def timed_map(cfg, workdir: Path, rows, replicas: int, batch: int, new_tokens: int, tag: str,
-              shard_size: int = 256) -> float:
-    """Seconds for the real caption path (map_shards + CaptionBatch) over ``rows``, fresh shards."""
-    ctx = StageContext(cfg, "caption", tag, workdir / tag, {}, Manifest(workdir / "bench.duckdb"), workdir)
-    pool = ShardPool(CaptionBatch, dict(model="tiny", dtype="float32", prompt=None, max_new_tokens=new_tokens,
-                                        num_gpus=0), batch, replicas, 0, 0)
-    t0 = time.perf_counter()
-    map_shards(ctx, rows, shard_size, pool, ClusterConfig())
-    return time.perf_counter() - t0
-
-
-def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int) -> None:
-    """Steady-state images/s = N / (T(2N) - T(N)): the replicas' start-up cancels out."""
+def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int, shard_size: int = 256) -> None:
+    """The real caption path (map_shards + CaptionBatch). Steady state: rows after the first batch over the
+    time after it, so the replicas' start-up (loading torch and the model) is reported apart."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cfg = load_config(None, [f"paths.workdir={workdir}", "data.demo.n_source=240",
@@ -48,15 +38,19 @@ def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int) 
         run_pipeline(cfg, ["ingest"])
         base = pq.read_table(stage_dir(workdir, "ingest", fingerprints(cfg)["ingest"]) / INDEX_FILE,
                              columns=["image_id", "image_path"])
-        rows = pa.concat_tables([base] * (-(-2 * images // len(base))))
+        rows = pa.concat_tables([base] * (-(-images // len(base)))).slice(0, images)
         init_ray(ClusterConfig())
         steady = {}
         for n in replicas:
-            t_n = timed_map(cfg, workdir, rows.slice(0, images), n, batch, new_tokens, f"r{n}-a")
-            t_2n = timed_map(cfg, workdir, rows.slice(0, 2 * images), n, batch, new_tokens, f"r{n}-b")
-            steady[n] = images / (t_2n - t_n)
-            print(f"tiny BLIP-2, {n} replica(s): {steady[n]:.0f} images/s steady state; {images} images in "
-                  f"{t_n:.1f} s including start-up (batch {batch}, {new_tokens} new tokens, {os.cpu_count()} cores)")
+            ctx = StageContext(cfg, "caption", f"bench-{n}", workdir / f"caption-{n}", {},
+                               Manifest(workdir / "bench.duckdb"), workdir)
+            pool = ShardPool(CaptionBatch, dict(model="tiny", dtype="float32", prompt=None,
+                                                max_new_tokens=new_tokens, num_gpus=0), batch, n, 0, 0)
+            stats = map_shards(ctx, rows, shard_size, pool, ClusterConfig())
+            steady[n] = stats.steady_rate
+            print(f"tiny BLIP-2, {n} replica(s): {steady[n]:.0f} images/s steady state; start-up {stats.startup_s:.1f} s; "
+                  f"{images} images in {stats.seconds:.1f} s (batch {batch}, {new_tokens} new tokens, "
+                  f"{os.cpu_count()} cores)")
         if 1 in steady and 2 in steady:
             print(f"speed-up, 2 vs 1 replica: {steady[2] / steady[1]:.2f}x")
 

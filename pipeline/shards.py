@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,26 @@ class ShardPool:
     max_retries: int
 
 
+@dataclass(frozen=True)
+class MapStats:
+    """What one ``map_shards`` call did: rows written, seconds until the first batch came back (replica
+    start-up), seconds in all, and rows that arrived after the first batch (for the steady-state rate)."""
+
+    rows: int = 0
+    startup_s: float = 0.0
+    seconds: float = 0.0
+    rows_after_first: int = 0
+
+    @property
+    def steady_rate(self) -> float:
+        busy = self.seconds - self.startup_s
+        return self.rows_after_first / busy if busy > 0 else float("nan")
+
+    def details(self) -> dict[str, float]:
+        return {"rows_now": self.rows, "startup_s": round(self.startup_s, 2), "map_s": round(self.seconds, 2),
+                "rows_per_s": round(self.steady_rate, 1) if self.rows_after_first else None}
+
+
 def shard_path(out_dir: Path, shard: int) -> Path:
     return Path(out_dir) / f"shard-{shard:05d}.parquet"
 
@@ -94,12 +115,12 @@ def _finish_shard(ctx: StageContext, shard: int, parts: list[pa.Table], started:
 
 
 def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPool, cluster: ClusterConfig,
-               unit: str = "images") -> int:
-    """Run ``pool.udf`` over ``rows`` shard by shard; return the number of rows written by this call."""
+               unit: str = "images") -> MapStats:
+    """Run ``pool.udf`` over ``rows`` shard by shard; say what this call did."""
     n_shards = -(-len(rows) // shard_size)
     todo = pending_shards(ctx, n_shards)
     if not todo:
-        return 0
+        return MapStats()
     if len(todo) < n_shards:
         console.print(f"  {ctx.name}: {n_shards - len(todo)} of {n_shards} shards already done, resuming")
     init_ray(cluster)
@@ -108,10 +129,12 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
     expected = {i: min(shard_size, len(rows) - i * shard_size) for i in todo}
     buffers: dict[int, list[pa.Table]] = defaultdict(list)
     counts: dict[int, int] = defaultdict(int)
-    started, written = datetime.now(), 0
+    started, written, t0, first = datetime.now(), 0, time.perf_counter(), None
     with progress(ctx.name, total=sum(expected.values()), unit=unit) as advance:
         try:
             for batch in _dataset(rows, todo, shard_size, pool).iter_batches(batch_format="pyarrow", batch_size=None):
+                if first is None:
+                    first = (time.perf_counter() - t0, len(batch))
                 for shard in pc.unique(batch.column(SHARD_COLUMN)).to_pylist():
                     part = batch.filter(pc.equal(batch.column(SHARD_COLUMN), shard))
                     buffers[shard].append(part)
@@ -131,4 +154,4 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
             ) from err
     if todo:  # the stream ended without some rows: a UDF dropped them
         raise StageError(f"{ctx.name}: shard(s) {todo} came back incomplete")
-    return written
+    return MapStats(written, first[0], time.perf_counter() - t0, written - first[1])

@@ -78,11 +78,11 @@ def run(ctx: StageContext) -> StageResult:
     pool = ShardPool(CaptionBatch, dict(model=cfg.model, dtype=cfg.dtype, prompt=cfg.prompt,
                                         max_new_tokens=cfg.max_new_tokens, num_gpus=cfg.num_gpus),
                      cfg.batch_size, cfg.concurrency, cfg.num_gpus, cfg.max_retries)
-    written = map_shards(ctx, index, cfg.shard_size, pool, ctx.cfg.cluster, unit="images")
+    stats = map_shards(ctx, index, cfg.shard_size, pool, ctx.cfg.cluster, unit="images")
     store = read_parquet(ctx.out_dir, columns=["image_id", "caption", "error"])
     if sorted(store.column("image_id").to_pylist()) != index.column("image_id").to_pylist():
         raise StageError(f"{ctx.out_dir}: the caption store does not hold exactly one row per indexed image")
     rejected = [(i, e) for i, e in zip(store.column("image_id").to_pylist(), store.column("error").to_pylist(),
                                        strict=True) if e is not None]
     ctx.manifest.record_rejected(NAME, ctx.fingerprint, rejected)
-    return StageResult(len(store), {"rejected": len(rejected), "captioned_now": written})
+    return StageResult(len(store), {"rejected": len(rejected), **stats.details()})

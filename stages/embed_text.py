@@ -81,7 +81,7 @@ def run(ctx: StageContext) -> StageResult:
     captions = read_parquet(ctx.inputs["caption"], columns=["image_id", "caption"]).sort_by("image_id")
     pool = ShardPool(EmbedBatch, dict(model=cfg.model, pretrained=cfg.pretrained, num_gpus=cfg.num_gpus),
                      cfg.batch_size, cfg.concurrency, cfg.num_gpus, max_retries=2)
-    written = map_shards(ctx, captions, cfg.shard_size, pool, ctx.cfg.cluster, unit="captions")
+    stats = map_shards(ctx, captions, cfg.shard_size, pool, ctx.cfg.cluster, unit="captions")
     store = read_parquet(ctx.out_dir, columns=["image_id", "n_tokens", "dim", "truncated"])
     if store.num_rows != captions.num_rows:
         raise StageError(f"{ctx.out_dir}: {store.num_rows} embeddings for {captions.num_rows} captions")
@@ -91,7 +91,7 @@ def run(ctx: StageContext) -> StageResult:
     dim = int(store.column("dim")[0].as_py())
     write_json({"dim": dim, "dtype": "float16", "rows": store.num_rows}, ctx.out_dir / META_FILE)
     n = store.column("n_tokens").to_numpy()
-    return StageResult(store.num_rows, {"dim": dim, "truncated": len(truncated), "embedded_now": written,
+    return StageResult(store.num_rows, {"dim": dim, "truncated": len(truncated), **stats.details(),
                                         "mean_tokens": float(n.mean())})
 
 

@@ -66,7 +66,7 @@ def test_resume_after_sigkill(tmp_path, ray_local):
     for i, mtime in mtimes.items():  # done shards are not redone
         assert Path(done[i]["path"]).stat().st_mtime_ns == mtime
     done_rows = sum(s["rows"] for s in done.values())
-    assert outcome.record.details["captioned_now"] == n_images - done_rows
+    assert outcome.record.details["rows_now"] == n_images - done_rows
     assert len(list(out.glob("shard-*.parquet"))) == n_shards
     assert not list(out.glob(".*tmp*"))
 
@@ -110,7 +110,7 @@ def test_a_dead_replica_is_replaced_and_its_shard_retried(tmp_path, small_config
     ctx = shard_context(tmp_path, small_config)
     marker = tmp_path / "died"
     pool = ShardPool(Marked, {"marker": str(marker), "always": False}, 4, 1, 0, max_retries=2)
-    assert map_shards(ctx, ROWS, 4, pool, ctx.cfg.cluster) == 12
+    assert map_shards(ctx, ROWS, 4, pool, ctx.cfg.cluster).rows == 12
     assert marker.exists()  # it did die once
     shards = ctx.manifest.shards("caption", ctx.fingerprint, status="complete")
     assert sorted(shards) == [0, 1, 2]
@@ -128,7 +128,7 @@ def test_a_shard_that_keeps_failing_fails_the_stage_and_keeps_the_rest(tmp_path,
     done = [i for i, s in shards.items() if s["status"] == "complete"]
     healthy = ShardPool(Marked, {"marker": str(tmp_path / "died"), "always": False}, 4, 1, 0, max_retries=1)
     (tmp_path / "died").touch()  # shard 1 works now
-    assert map_shards(ctx, ROWS, 4, healthy, ctx.cfg.cluster) == 12 - 4 * len(done)  # only what is missing
+    assert map_shards(ctx, ROWS, 4, healthy, ctx.cfg.cluster).rows == 12 - 4 * len(done)  # only what is missing
     assert sorted(ctx.manifest.shards("caption", ctx.fingerprint, status="complete")) == [0, 1, 2]
 
 
