@@ -29,7 +29,15 @@ class TextEncoder:
             else self.model.text_projection.out_features
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """(N, context_length) token ids; a longer text is cut, its end token kept last."""
         return self.tokenizer(texts).to(self.device)
+
+    def full_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts before cutting to the context, start and end tokens included."""
+        tok = self.tokenizer
+        if hasattr(tok, "encode"):  # open_clip's CLIP BPE tokenizer
+            return [len(tok.encode(t)) + 2 for t in texts]
+        return [len(tok.tokenizer(t)["input_ids"]) for t in texts]  # open_clip's HFTokenizer
 
     @torch.inference_mode()
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:

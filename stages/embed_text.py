@@ -50,21 +50,26 @@ class EmbedBatch:
         from models.text import end_positions
 
         captions = [c or "" for c in batch.column("caption").to_pylist()]  # a rejected image: empty caption
-        tokens = self.encoder.tokenize(captions)  # (N, L): truncated to the context, end token kept
-        lengths = [len(self.encoder.tokenizer.encode(c)) + 2 for c in captions] \
-            if hasattr(self.encoder.tokenizer, "encode") else [0] * len(captions)
+        tokens = self.encoder.tokenize(captions)  # (N, L): cut to the context, the end token kept last
         emb = self.encoder.token_embeddings(tokens).to(torch.float16).cpu().numpy()  # (N, L, c)
         n_tokens = (end_positions(tokens) + 1).cpu().numpy()  # start token .. end token
-        context = tokens.shape[1]
-        return pa.table({
-            "image_id": batch.column("image_id"),
-            "shard": batch.column("shard"),
-            "n_tokens": pa.array(n_tokens, pa.int32()),
-            "dim": pa.array([emb.shape[2]] * len(captions), pa.int32()),
-            "truncated": pa.array([n > context for n in lengths], pa.bool_()),
-            "embedding": pa.array([e[:n].tobytes() for e, n in zip(emb, n_tokens, strict=True)], pa.large_binary()),
-            "node": pa.array([self.node] * len(captions), pa.string()),
-        })
+        truncated = [n > tokens.shape[1] for n in self.encoder.full_lengths(captions)]
+        return embedding_table(batch.column("image_id"), batch.column("shard"), emb, n_tokens, truncated, self.node)
+
+
+def embedding_table(image_ids, shards, emb: np.ndarray, n_tokens: np.ndarray, truncated: list[bool],
+                    node: str) -> pa.Table:
+    """The store's rows: only the valid tokens of each caption, float16, row-major (n_tokens, dim)."""
+    return pa.table({
+        "image_id": image_ids,
+        "shard": shards,
+        "n_tokens": pa.array(n_tokens, pa.int32()),
+        "dim": pa.array([emb.shape[2]] * len(emb), pa.int32()),
+        "truncated": pa.array(truncated, pa.bool_()),
+        "embedding": pa.array([e[:n].astype(np.float16).tobytes() for e, n in zip(emb, n_tokens, strict=True)],
+                              pa.large_binary()),
+        "node": pa.array([node] * len(emb), pa.string()),
+    })
 
 
 def class_embeddings(model: str, pretrained: str, template: str) -> pa.Table:
