@@ -41,18 +41,35 @@ class DyCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (B, C, H, W), target (B, H, W) int64 -> scalar."""
-        ce = pixel_ce(logits, target, self.ignore_index).flatten()  # ℓ_i
+        num_classes = logits.shape[1]
+        ce = pixel_ce(logits, target, self.ignore_index).flatten()  # ℓ_i; 0 where ignored
         labels = target.flatten()
         valid = labels != self.ignore_index
-        ce, labels = ce[valid], labels[valid]
-        if ce.numel() == 0:
+        n_valid = int(valid.sum())
+        if n_valid == 0:
             return logits.sum() * 0.0  # no labelled pixel: zero loss, zero gradient
-        k = math.ceil(self.hard_ratio * ce.numel())  # f_H
-        hard_ce, idx = ce.topk(k, sorted=False) if k < ce.numel() else (ce, None)
-        hard_labels = labels if idx is None else labels[idx]
-        f_c = torch.bincount(hard_labels, minlength=logits.shape[1]).float()  # class counts in H
-        class_weight = f_c[hard_labels].pow(self.omega - 1.0)  # 1 / f_c^(1-ω), per pixel
-        return (class_weight * hard_ce).sum() / k**self.omega
+        k = math.ceil(self.hard_ratio * n_valid)  # f_H
+        with torch.no_grad():  # which pixels are in H, and their class weights; no gradient flows here
+            hard = self._hardest(ce.detach(), valid, k)
+            classes = torch.where(hard, labels, num_classes)  # pixels outside H count in a spare bin
+            f_c = torch.bincount(classes, minlength=num_classes + 1)[:num_classes].float()
+            table = torch.cat([f_c.clamp_min(1.0).pow(self.omega - 1.0), f_c.new_zeros(1)])  # 1 / f_c^(1-ω)
+            weight = table[classes]  # per pixel: its class weight on H, 0 elsewhere
+        return (weight * ce).sum() / k**self.omega
+
+    @staticmethod
+    def _hardest(ce: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+        """Mask of the k valid pixels of largest CE; ties at the threshold go to the earliest pixels."""
+        if k >= int(valid.sum()):
+            return valid
+        score = ce.masked_fill(~valid, -1.0)  # ℓ ≥ 0, so ignored pixels rank below every valid one
+        threshold = score.kthvalue(score.numel() - k + 1).values  # the k-th largest
+        hard = score > threshold
+        ties = score == threshold
+        missing = k - int(hard.sum())
+        if int(ties.sum()) == missing:  # the usual case: no tie to break
+            return hard | ties
+        return hard | (ties & (ties.cumsum(0) <= missing))
 
 
 def build_supervised_loss(dyce: bool, hard_ratio: float, omega: float, ignore_index: int) -> nn.Module:

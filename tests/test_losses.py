@@ -42,6 +42,16 @@ def test_dyce_matches_equation_9(hard_ratio, omega):
     assert got.item() == pytest.approx(dyce_by_hand(logits, target, hard_ratio, omega), rel=1e-5)
 
 
+def test_ties_keep_exactly_the_mined_count():
+    """Constant logits give every pixel the same CE: H must still hold ⌈h·N⌉ pixels (the first ones)."""
+    logits = torch.zeros(2, 4, 5, 5)
+    target = torch.randint(0, 4, (2, 5, 5), generator=torch.Generator().manual_seed(5))
+    target[0, 0] = 255
+    for omega in (0.0, 0.5, 1.0):
+        got = DyCELoss(0.3, omega)(logits, target).item()
+        assert got == pytest.approx(dyce_by_hand(logits, target, 0.3, omega), rel=1e-6)
+
+
 def test_omega_one_is_mean_ce_over_mined_pixels():
     g = torch.Generator().manual_seed(1)
     logits, target = torch.randn(2, 4, 8, 8, generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)
