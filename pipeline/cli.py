@@ -86,18 +86,29 @@ def stage(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)}
         print_results(cfg)
 
 
+def _short_path(path: str | None) -> str:
+    """A path relative to the current directory when it lies below it."""
+    if not path:
+        return "-"
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 @app.command()
 def status(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
     """One row per stage for this config, and the files that ingest or captioning rejected."""
     cfg = _config(config, set_, workdir=workdir)
     table = Table(title=f"{cfg.paths.workdir}")
     for col in ("stage", "status", "fingerprint", "rows", "duration", "output"):
-        table.add_column(col, justify="right" if col in ("rows", "duration") else "left")
+        table.add_column(col, justify="right" if col in ("rows", "duration") else "left",
+                         overflow="fold", no_wrap=col != "output")
     rows = status_rows(cfg)
     for r in rows:
         seconds = f"{r['seconds']:.1f} s" if r["seconds"] is not None else "-"
         table.add_row(r["stage"], r["status"], r["fingerprint"], "-" if r["rows"] is None else str(r["rows"]),
-                      seconds, r["output"] or "-")
+                      seconds, _short_path(r["output"]))
     out.print(table)
     for r in rows:
         if r["error"]:

@@ -51,7 +51,7 @@ class Outcome:
 
 def run_pipeline(cfg: Config, only: list[str] | None = None) -> list[Outcome]:
     """Run every stage (or ``only`` these, whose inputs must then be complete); return what happened."""
-    workdir = Path(cfg.paths.workdir)
+    workdir = Path(cfg.paths.workdir).resolve()  # Ray workers run elsewhere: every path they get is absolute
     names = list(STAGES) if only is None else only
     for name in names:
         if name not in STAGES:
@@ -74,7 +74,7 @@ def run_pipeline(cfg: Config, only: list[str] | None = None) -> list[Outcome]:
 def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str, fps: dict[str, str],
              require_inputs: bool) -> Outcome:
     stage, fp = STAGES[name], fps[name]
-    workdir = Path(cfg.paths.workdir)
+    workdir = Path(cfg.paths.workdir).resolve()
     if (done := completed(manifest, name, fp)) is not None:
         console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
         return Outcome(name, True, done)
@@ -94,6 +94,10 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str, fps: dict[
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         detail = str(err) if isinstance(err, StageError) else traceback.format_exc(limit=8)
         manifest.end_stage(stage_run_id, status, error=f"{type(err).__name__}: {detail}"[:4000])
+        if isinstance(err, Exception) and not isinstance(err, StageError):
+            first_line = (str(err).strip().splitlines() or [""])[-1][:400]
+            raise StageError(f"stage {name} failed: {type(err).__name__}: {first_line} "
+                             f"(the traceback is in {workdir / MANIFEST_FILE}; `semidavil status` shows it)") from err
         raise
     manifest.end_stage(stage_run_id, "complete", rows=result.rows, details=result.details)
     record = manifest.latest_stage_run(name, fp)

@@ -8,9 +8,9 @@ import sys
 from tests.conftest import small_overrides
 
 
-def semidavil(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def semidavil(*args: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
 
 
 def sets(workdir, *extra):
@@ -25,16 +25,17 @@ def test_single_stage_needs_its_inputs(tmp_path):
 
 
 def test_run_status_and_rerun(tmp_path):
+    """From the user's own directory, with a relative work directory, as `semidavil run` is used."""
     workdir = tmp_path / "w"
-    first = semidavil("run", *sets(workdir))
+    first = semidavil("run", *sets("w"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "mIoU19:" in first.stdout and "road" in first.stdout
-    status = semidavil("status", *sets(workdir))
+    status = semidavil("status", *sets("w"), cwd=tmp_path)
     assert status.returncode == 0
     for stage in ("ingest", "caption", "embed_text", "train", "evaluate"):
         line = next(line for line in status.stdout.splitlines() if f" {stage} " in line)
         assert "complete" in line, status.stdout
-    second = semidavil("run", *sets(workdir))
+    second = semidavil("run", *sets("w"), cwd=tmp_path)
     assert second.returncode == 0
     assert second.stderr.count("skipped") == 5, second.stderr
     assert "▶" not in second.stderr
