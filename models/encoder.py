@@ -75,7 +75,8 @@ def _load_imagenet(visual: nn.Module, checkpoint: Path) -> None:
     """Load a timm ViT-B/16 ImageNet state dict into an open_clip image tower (VLP ablation, Table 3).
 
     timm has no pre-norm and a patch-embedding bias where CLIP has ``ln_pre`` and no bias: ``ln_pre``
-    becomes the identity and the bias joins a new conv. ``proj`` keeps its random init.
+    becomes the identity and the bias joins a new conv; LayerNorms take timm's eps. ``proj`` keeps its
+    random init.
     """
     sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
     sd = sd.get("state_dict", sd.get("model", sd))
@@ -96,6 +97,9 @@ def _load_imagenet(visual: nn.Module, checkpoint: Path) -> None:
     missing = set(visual.load_state_dict(mapped, strict=False).missing_keys) - {"proj"}
     if missing:
         raise ValueError(f"{checkpoint}: no ImageNet weights for {sorted(missing)[:5]}")
+    for module in visual.modules():  # timm's LayerNorms use eps 1e-6, open_clip's 1e-5
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6
 
 
 def build_vision_encoder(cfg: ModelConfig) -> DenseCLIPEncoder:

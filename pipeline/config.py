@@ -35,7 +35,14 @@ class DomainConfig(Section):
     name: Literal["demo", "gta5", "synthia", "cityscapes"] = "demo"
     root: Path | None = None  # None only for `demo`: generated under <workdir>/data/demo
 
-    _check_root = field_validator("root")(_existing_path)
+    @model_validator(mode="after")
+    def _root_exists(self) -> DomainConfig:
+        if self.root is not None and not self.root.expanduser().exists():
+            from stages.datasets import LAYOUTS
+
+            layout = f" (a {self.name} root holds {LAYOUTS[self.name]})" if self.name in LAYOUTS else ""
+            raise ValueError(f"root: path does not exist: {self.root}{layout}")
+        return self
 
 
 class DemoWorldConfig(Section):

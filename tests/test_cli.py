@@ -41,3 +41,17 @@ def test_run_status_and_rerun(tmp_path):
     assert "▶" not in second.stderr
     assert (workdir / "manifest.duckdb").exists()
     assert list((workdir / "evaluate").glob("*/predictions/*.png"))
+
+
+def test_a_busy_workdir_names_the_process_and_exits_at_once(tmp_path):
+    from tests.test_manifest import _hold_lock_in_subprocess
+
+    holder = _hold_lock_in_subprocess(tmp_path / "w")
+    try:
+        proc = semidavil("run", *sets(tmp_path / "w"), timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 1
+    assert f"in use by process {holder.pid}" in proc.stderr
+    assert not (tmp_path / "w" / "manifest.duckdb").exists()  # nothing was started
