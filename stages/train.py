@@ -277,6 +277,7 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
     cfg = Config.model_validate(config["cfg"])
     t = cfg.train
     out_dir, use_ray = Path(config["out_dir"]), bool(config.get("use_ray", False))
+    out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, device = _world(use_ray)
     if not use_ray and not _use_gpu(t):
         device = torch.device("cpu")
@@ -354,7 +355,6 @@ def read_metrics(out_dir: Path) -> list[dict[str, float]]:
 
 def run(ctx: StageContext) -> StageResult:
     t = ctx.cfg.train
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     config = {"cfg": ctx.cfg.model_dump(mode="json"), "index": str(ctx.inputs["ingest"] / INDEX_FILE),
               "text_store": str(ctx.inputs["embed_text"]), "out_dir": str(ctx.out_dir.resolve()), "use_ray": True}
     from ray.train import RunConfig, ScalingConfig
