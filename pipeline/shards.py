@@ -38,8 +38,11 @@ def init_ray(cluster: ClusterConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(address=cluster.address, num_cpus=cluster.num_cpus if cluster.address is None else None,
-             include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    # The dashboard also serves the State API that Ray Train's placement-group cleaner polls.
+    context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if cluster.address is None else None,
+                       logging_level=logging.WARNING, log_to_driver=True)
+    if context.dashboard_url:
+        console.print(f"  Ray dashboard: http://{context.dashboard_url}")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours shows images, images/s and time left
     ctx.print_on_execution_start = False
