@@ -209,8 +209,10 @@ def pad_text(text: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tens
 
 
 def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_loss: torch.nn.Module,
-               cfg: Config, amp: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward the three streams and return (total loss, what to log). The caller steps the optimizer."""
+               cfg: Config, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward the three streams and return (total loss, what to log, as detached tensors: turning them
+    into numbers waits for the device, so the loop does it only when it logs). The caller steps the
+    optimizer."""
     device_type = batch.labelled.device.type
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp)
     n_sup = batch.labelled.shape[0]
@@ -226,13 +228,13 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     with autocast:
         logits = student(images, text, mask).logits
     l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
-    logs = {"loss_sup": l_sup.item()}
+    logs = {"loss_sup": l_sup.detach()}
     loss = l_sup
     if batch.unlabelled is not None:
         l_ct, passed = consistency_loss(logits[n_sup:], teacher_logits, cfg.loss.confidence_threshold)  # Eq. 4
         loss = loss + cfg.loss.consistency_weight * l_ct
-        logs.update(loss_ct=l_ct.item(), ct_passed=passed.item())
-    logs["loss"] = loss.item()
+        logs.update(loss_ct=l_ct.detach(), ct_passed=passed)
+    logs["loss"] = loss.detach()
     return loss, logs
 
 
@@ -316,15 +318,16 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * poly_lr(step, t.iterations, t.lr_power)
         batch = next_batch(streams, store, cfg.model.max_tokens, device)
-        loss, logs = train_step(batch, model, teacher, sup_loss, cfg, amp)
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"train: loss is {logs['loss']} at step {step}")
+        loss, step_logs = train_step(batch, model, teacher, sup_loss, cfg, amp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         ema_update(teacher, student, t.ema_alpha)  # Eq. 6
         done = step + 1
         if done % t.log_every == 0 or done == t.iterations:
+            logs = {k: v.item() for k, v in step_logs.items()}
+            if not math.isfinite(logs["loss"]):
+                raise FloatingPointError(f"train: loss is {logs['loss']} at step {done}")
             logs.update(step=done, lr=optimizer.param_groups[-1]["lr"],
                         sec_per_iter=(time.perf_counter() - tic) / (done - start))
             if rank == 0:

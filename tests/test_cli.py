@@ -25,17 +25,19 @@ def test_single_stage_needs_its_inputs(tmp_path):
 
 
 def test_run_status_and_rerun(tmp_path):
-    """From the user's own directory, with a relative work directory, as `semidavil run` is used."""
+    """From the user's own directory, with a relative work directory, as `semidavil run` is used; training
+    on two DDP workers (gloo)."""
     workdir = tmp_path / "w"
-    first = semidavil("run", *sets("w"), cwd=tmp_path)
+    first = semidavil("run", *sets("w", "train.workers=2"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "mIoU19:" in first.stdout and "road" in first.stdout
-    status = semidavil("status", *sets("w"), cwd=tmp_path)
+    assert "world_size=2" in first.stderr
+    status = semidavil("status", *sets("w", "train.workers=2"), cwd=tmp_path)
     assert status.returncode == 0
     for stage in ("ingest", "caption", "embed_text", "train", "evaluate"):
         line = next(line for line in status.stdout.splitlines() if f" {stage} " in line)
         assert "complete" in line, status.stdout
-    second = semidavil("run", *sets("w"), cwd=tmp_path)
+    second = semidavil("run", *sets("w", "train.workers=2"), cwd=tmp_path)
     assert second.returncode == 0
     assert second.stderr.count("skipped") == 5, second.stderr
     assert "▶" not in second.stderr
