@@ -267,8 +267,16 @@ def _world(use_ray: bool) -> tuple[int, int, torch.device]:
     return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _use_gpu(t: TrainConfig) -> bool:
-    return torch.cuda.is_available() if t.use_gpu == "auto" else bool(t.use_gpu)
+def _use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
+    """``auto``: whether GPUs are there, on this machine or, under Ray, anywhere in the cluster (the driver
+    may run on a CPU-only head node)."""
+    if t.use_gpu != "auto":
+        return bool(t.use_gpu)
+    if on_ray:
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) > 0
+    return torch.cuda.is_available()
 
 
 def train_func(config: dict[str, Any]) -> dict[str, float]:
@@ -368,7 +376,7 @@ def run(ctx: StageContext) -> StageResult:
     init_ray(ctx.cfg.cluster)
     trainer = TorchTrainer(
         train_func, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=_use_gpu(t),
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=_use_gpu(t, on_ray=True),
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(name=f"train-{ctx.fingerprint[:12]}", storage_path=str((ctx.out_dir / "ray").resolve())),
     )
