@@ -25,7 +25,7 @@ from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from stages.embed_text import TextEmbeddingStore
 from stages.ingest import INDEX_FILE
-from stages.train import NUM_CLASSES, Batch, build_streams, next_batch, trim, train_step
+from stages.train import NUM_CLASSES, Batch, build_streams, next_batch, train_step, trim
 
 
 class InStepLanguage:

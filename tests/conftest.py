@@ -37,8 +37,9 @@ def small_config(tmp_path: Path):
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session (starting Ray costs seconds)."""
-    import pipeline  # noqa: F401  (sets Ray's environment before Ray is imported)
     import ray
+
+    import pipeline  # noqa: F401  (sets Ray's environment before Ray is imported)
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
@@ -19,8 +20,8 @@ def test_default_config_loads_and_is_frozen():
     cfg = load_config()
     assert isinstance(cfg, Config)
     assert cfg.data.source.name == "demo"
-    with pytest.raises(Exception):
-        cfg.train.iterations = 5  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train.iterations = 5
 
 
 def test_overrides_are_typed():

@@ -3,7 +3,6 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
-
 from open_clip.model import CLIPVisionCfg
 
 from models.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed

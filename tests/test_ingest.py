@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.config import ConfigError, load_config
-from pipeline.runner import rejected_files, run_pipeline, stage_dir, fingerprints
+from pipeline.runner import fingerprints, rejected_files, run_pipeline, stage_dir
 from pipeline.stage import StageError
 from stages.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, SYNTHIA_ID_TO_TRAIN
 from stages.ingest import INDEX_FILE, INDEX_SCHEMA, labelled_split, load_label
