@@ -38,7 +38,8 @@ INDEX_SCHEMA = pa.schema([
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return cfg.data.model_dump(mode="json", exclude={"strict"})
+    uses_demo = "demo" in (cfg.data.source.name, cfg.data.target.name)
+    return cfg.data.model_dump(mode="json", exclude={"strict"} if uses_demo else {"strict", "demo"})
 
 
 def load_label(path: Path | str, dataset: str) -> np.ndarray:

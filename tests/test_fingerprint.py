@@ -40,3 +40,10 @@ def test_execution_keys_do_not_change_fingerprints():
     for override in ("caption.batch_size=3", "caption.concurrency=4", "text.num_gpus=1",
                      "train.log_every=7", "cluster.address=auto", "paths.workdir=elsewhere"):
         assert fps(override) == base, override
+
+
+def test_demo_sizes_do_not_touch_a_real_dataset_run(tmp_path):
+    real = ["data.source.name=gta5", f"data.source.root={tmp_path}", "data.target.name=cityscapes",
+            f"data.target.root={tmp_path}"]
+    assert fps(*real) == fps(*real, "data.demo.n_source=7")
+    assert fps()["ingest"] != fps("data.demo.n_source=7")["ingest"]
