@@ -157,3 +157,16 @@ def test_two_nodes_share_the_shards(tmp_path):
     assert len(result["shards"]) == 14  # 28 images in shards of 2, each shard records its node(s)
     used = {n for nodes in result["shards"].values() for n in nodes.split(",")}
     assert used == set(result["nodes"])
+
+
+def test_full_size_blip2_architecture_for_gpu_benchmarks():
+    """The random-weight stand-in for Salesforce/blip2-opt-2.7b has its 3.74B parameters (built on meta)."""
+    import torch
+    from transformers import Blip2ForConditionalGeneration
+
+    from models.captioner import blip2_opt_2_7b_config
+
+    with torch.device("meta"):
+        model = Blip2ForConditionalGeneration(blip2_opt_2_7b_config())
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(3.7447e9, rel=1e-3)
+    assert sum(p.numel() for p in model.vision_model.parameters()) == pytest.approx(0.986e9, rel=1e-3)
