@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -137,7 +140,8 @@ def test_user_split_file(tmp_path):
 # the index -------------------------------------------------------------------------------------------
 def test_index_columns_and_streams(tmp_path):
     cfg = config(tmp_path, "gta5", make_gta5(tmp_path / "gta5"), make_cityscapes(tmp_path / "cs"))
-    run_pipeline(cfg, ["ingest"])
+    outcome = run_pipeline(cfg, ["ingest"])[0]
+    assert outcome.record.details["split_file"].endswith("splits/labelled_2_seed0.txt")  # in the manifest
     fp = fingerprints(cfg)["ingest"]
     table = pq.read_table(stage_dir(cfg.paths.workdir, "ingest", fp) / INDEX_FILE)
     assert table.schema.equals(INDEX_SCHEMA)
@@ -189,6 +193,14 @@ def test_broken_files_are_recorded_and_skipped(tmp_path):
         assert reason in rejected[name], (name, rejected[name])
     rows = index_of(cfg)
     assert not {Path(r["image_path"]).name for r in rows} & set(expected) and len(rows) == 5 + 6 + 2
+    status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--set", "data.source.name=gta5",
+                             "--set", f"data.source.root={gta5}", "--set", "data.target.name=cityscapes",
+                             "--set", f"data.target.root={tmp_path / 'cs'}", "--set", "data.labelled_target=2",
+                             "--set", f"paths.workdir={tmp_path / 'work'}"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert "Rejected files (6)" in status.stdout
+    for name in expected:
+        assert name in status.stdout
 
 
 def test_strict_fails_naming_every_rejected_file(tmp_path):
