@@ -61,12 +61,15 @@ def print_results(cfg: Config) -> None:
     out.print(table)
     for key in ("mIoU19", "mIoU16", "mIoU13"):
         out.print(f"{key}: {100 * metrics[key]:.2f}")
+    report = stage_dir(Path(cfg.paths.workdir), "report", fingerprints(cfg)["report"]) / "report.md"
+    if report.exists():
+        out.print(f"report: {report}")
 
 
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None, workdir: WorkdirOpt = None,
         strict: Annotated[bool, typer.Option(help="Fail ingest on any broken file.")] = False) -> None:
-    """Run the whole pipeline: ingest, caption, embed_text, train, evaluate. Complete stages are skipped."""
+    """Run the whole pipeline: ingest, caption, embed_text, train, evaluate, report. Complete stages are skipped."""
     cfg = _config(config, set_, address, workdir, strict)
     _execute(cfg, None)
     print_results(cfg)

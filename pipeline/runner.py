@@ -12,9 +12,9 @@ from pipeline.lock import WorkdirLock
 from pipeline.manifest import Manifest, StageRun
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, stage_dir
-from stages import caption, embed_text, evaluate, ingest, train
+from stages import caption, embed_text, evaluate, ingest, report, train
 
-STAGES: dict[str, StageModule] = {m.NAME: m for m in (ingest, caption, embed_text, train, evaluate)}
+STAGES: dict[str, StageModule] = {m.NAME: m for m in (ingest, caption, embed_text, train, evaluate, report)}
 MANIFEST_FILE = "manifest.duckdb"
 
 

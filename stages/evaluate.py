@@ -28,7 +28,7 @@ from stages.ingest import INDEX_FILE, load_label
 from stages.train import CHECKPOINT, load_checkpoint, normalize
 
 NAME = "evaluate"
-VERSION = 1
+VERSION = 2  # 2: writes run.json for the report
 INPUTS = ("ingest", "embed_text", "train")
 
 
@@ -143,4 +143,18 @@ def run(ctx: StageContext) -> StageResult:
             np.save(fh, conf)
     write_json({**metrics, "per_class": dict(zip(CLASSES, map(float, iou), strict=True))},
                ctx.out_dir / "metrics.json")
+    write_json(run_description(cfg, ctx), ctx.out_dir / "run.json")
     return StageResult(len(rows), metrics)
+
+
+def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """What the report needs to place this run in the paper's tables."""
+    unlabelled = cfg.data.labelled_target != "all" and cfg.loss.consistency_weight > 0
+    return {
+        "source": cfg.data.source.name, "target": cfg.data.target.name,
+        "labelled_target": cfg.data.labelled_target, "split_file": str(cfg.data.split_file or ""),
+        "ct": unlabelled, "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg,
+        "vlp": cfg.model.vision_init == "clip", "vision_init": cfg.model.vision_init,
+        "vision_model": cfg.model.vision_model, "iterations": cfg.train.iterations,
+        "evaluate_fingerprint": ctx.fingerprint, "train_dir": str(ctx.inputs["train"]),
+    }

@@ -34,15 +34,18 @@ def test_run_status_and_rerun(tmp_path):
     assert "world_size=2" in first.stderr
     status = semidavil("status", *sets("w", "train.workers=2"), cwd=tmp_path)
     assert status.returncode == 0
-    for stage in ("ingest", "caption", "embed_text", "train", "evaluate"):
+    for stage in ("ingest", "caption", "embed_text", "train", "evaluate", "report"):
         line = next(line for line in status.stdout.splitlines() if f" {stage} " in line)
         assert "complete" in line, status.stdout
     second = semidavil("run", *sets("w", "train.workers=2"), cwd=tmp_path)
     assert second.returncode == 0
-    assert second.stderr.count("skipped") == 5, second.stderr
+    assert second.stderr.count("skipped") == 6, second.stderr
     assert "▶" not in second.stderr
     assert (workdir / "manifest.duckdb").exists()
     assert list((workdir / "evaluate").glob("*/predictions/*.png"))
+    report = next((workdir / "report").glob("*/report.md")).read_text()
+    assert "(paper Table 3)" in report and "SemiDAViL w/ DyCE" in report
+    assert "report:" in first.stdout
 
 
 def test_a_busy_workdir_names_the_process_and_exits_at_once(tmp_path):

@@ -25,13 +25,13 @@ def test_a_key_the_stage_reads_changes_it_and_everything_downstream():
     base = fps()
     changed = fps("caption.max_new_tokens=7")
     assert changed["ingest"] == base["ingest"]
-    for name in ("caption", "embed_text", "train", "evaluate"):
+    for name in ("caption", "embed_text", "train", "evaluate", "report"):
         assert changed[name] != base[name], name
 
 
 def test_a_key_only_a_later_stage_reads_leaves_earlier_stages_alone():
     base, changed = fps(), fps("loss.omega=0.7")
-    assert [n for n in STAGES if base[n] != changed[n]] == ["train", "evaluate"]
+    assert [n for n in STAGES if base[n] != changed[n]] == ["train", "evaluate", "report"]
     assert fps("eval.model=student")["train"] == base["train"]
 
 

@@ -23,13 +23,14 @@ def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypa
         run_pipeline(cfg)
     monkeypatch.undo()
     assert statuses(cfg) == {"ingest": "complete", "caption": "complete", "embed_text": "interrupted",
-                             "train": "pending", "evaluate": "pending"}
+                             "train": "pending", "evaluate": "pending", "report": "pending"}
 
     outcomes = run_pipeline(cfg)
     assert [(o.stage, o.skipped) for o in outcomes] == [
-        ("ingest", True), ("caption", True), ("embed_text", False), ("train", False), ("evaluate", False)]
+        ("ingest", True), ("caption", True), ("embed_text", False), ("train", False), ("evaluate", False),
+        ("report", False)]
     assert set(statuses(cfg).values()) == {"complete"}
-    assert outcomes[-1].record.details["images"] == 4
+    assert outcomes[-2].record.details["images"] == 4
 
     assert all(o.skipped for o in run_pipeline(cfg))  # nothing is redone
 
