@@ -45,7 +45,7 @@ def test_both_normalisations_are_used():
     f_v, f_l, mask = inputs()
     pixels = f_v.flatten(2).transpose(1, 2)
     a = dlg.key_l(f_l) @ dlg.key_v(pixels).transpose(1, 2) * dlg.scale
-    # rebuild F_M from the definition with value vectors = identity-like probes
+    # F_M rebuilt from DESIGN §3 step by step
     f_v_att = a.softmax(2) @ dlg.value_v(pixels)
     f_l_att = a.masked_fill(~mask[:, :, None], float("-inf")).softmax(1).transpose(1, 2) @ dlg.value_l(f_l)
     expected = (f_v_att @ f_l_att.transpose(1, 2)) * mask[:, :, None]
