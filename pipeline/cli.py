@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -49,7 +50,10 @@ def _execute(cfg: Config, only: list[str] | None) -> None:
 
 def print_results(cfg: Config) -> None:
     """The per-class IoU table and the mIoU of this config's evaluation."""
-    path = stage_dir(Path(cfg.paths.workdir), "evaluate", fingerprints(cfg)["evaluate"]) / "metrics.json"
+    fps = fingerprints(cfg)
+    if fps["evaluate"] is None:
+        return
+    path = stage_dir(Path(cfg.paths.workdir), "evaluate", fps["evaluate"]) / "metrics.json"
     if not path.exists():
         return
     metrics = json.loads(path.read_text())
@@ -61,8 +65,13 @@ def print_results(cfg: Config) -> None:
     out.print(table)
     for key in ("mIoU19", "mIoU16", "mIoU13"):
         out.print(f"{key}: {100 * metrics[key]:.2f}")
-    report = stage_dir(Path(cfg.paths.workdir), "report", fingerprints(cfg)["report"]) / "report.md"
-    if report.exists():
+    print_report_path(cfg, fps)
+
+
+def print_report_path(cfg: Config, fps: dict[str, str | None] | None = None) -> None:
+    fp = (fps or fingerprints(cfg))["report"]
+    report = stage_dir(Path(cfg.paths.workdir), "report", fp) / "report.md" if fp else None
+    if report is not None and report.exists():
         out.print(f"report: {report}")
 
 
@@ -121,6 +130,70 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = 
         out.print(f"Rejected files ({len(rejected)}):")
         for stage_name, path, reason in rejected:
             out.print(f"  [{stage_name}] {path}: {reason}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def plan(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """What `run` would reuse and what it would run, and why. Does no work and writes nothing."""
+    from pipeline.plan import plan as make_plan
+
+    cfg = _config(config, set_, workdir=workdir)
+    table = Table(title=f"plan for {cfg.paths.workdir}")
+    for col in ("stage", "action", "fingerprint", "why"):
+        table.add_column(col, overflow="fold", no_wrap=col != "why")
+    for row in make_plan(cfg):
+        colour = {"reuse": "green", "run": "yellow", "resume": "cyan"}.get(row.action, "white")
+        table.add_row(row.stage, f"[{colour}]{row.action}[/]", row.fingerprint[:12] if row.fingerprint else "-",
+                      row.reason)
+    out.print(table)
+
+
+def _grid(config: Path | None, set_: list[str] | None, address: str | None, workdir: Path | None,
+          cells_of: Callable[[Config], list]) -> None:
+    from pipeline.experiments import run_grid
+
+    cfg = _config(config, set_, address, workdir)
+    extra = [f"cluster.address={address}"] if address else []
+    extra += [f"paths.workdir={workdir}"] if workdir else []
+    try:
+        last = run_grid(config, [*(set_ or []), *extra], cells_of(cfg))
+    except (WorkdirBusy, StageError) as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ConfigError as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    print_report_path(last)
+
+
+@app.command()
+def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.g. 0,100,200,500,1000,all.")],
+          seeds: Annotated[str, typer.Option(help="Seeds of the split and the training, e.g. 0,1,2.")] = "0",
+          config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None,
+          workdir: WorkdirOpt = None) -> None:
+    """The paper's Tables 1-2: one run per labelled count and seed, then the report (mean ± std over seeds)."""
+    from pipeline.experiments import parse_labelled, parse_seeds, sweep_cells
+
+    try:
+        counts, seed_list = parse_labelled(labelled), parse_seeds(seeds)
+    except ValueError as err:
+        err_console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    _grid(config, set_, address, workdir, lambda cfg: sweep_cells(counts, seed_list))
+
+
+@app.command()
+def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None,
+           workdir: WorkdirOpt = None) -> None:
+    """The paper's Table 3: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; then the report."""
+    from pipeline.experiments import ablation_cells, vlp_warning
+
+    def cells(cfg: Config) -> list:
+        if (warning := vlp_warning(cfg)) is not None:
+            err_console.print(f"[yellow]note:[/] {warning}")
+        return ablation_cells(cfg)
+
+    _grid(config, set_, address, workdir, cells)
 
 
 def main() -> None:  # pragma: no cover

@@ -53,6 +53,7 @@ class DemoWorldConfig(Section):
     n_target_val: int = Field(40, ge=1)
     height: int = Field(128, ge=32)
     width: int = Field(256, ge=32)
+    seed: int = 0  # draws the scenes; the labelled split has its own seed (data.seed)
 
 
 class DataConfig(Section):
@@ -60,7 +61,7 @@ class DataConfig(Section):
     target: DomainConfig = DomainConfig(name="demo")
     labelled_target: int | Literal["all"] = 20  # N labelled Cityscapes train images
     split_file: Path | None = None  # a user's list of labelled images; wins over labelled_target
-    seed: int = 0  # chooses the labelled split
+    seed: int = 0  # chooses the labelled split (N from the target train images)
     strict: bool = False  # fail ingest on any rejected file instead of skipping it
     demo: DemoWorldConfig = DemoWorldConfig()
 
@@ -135,6 +136,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(2e-4, ge=0)
     lr_power: float = Field(0.9, ge=0)  # polynomial decay: lr·(1 - t/T)^0.9
     ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
+    consistency: bool = True  # consistency training on the unlabelled target (CT, Eq. 4); weight: loss.consistency_weight
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(50, ge=1)
     workers: int = Field(1, ge=1)  # Ray Train workers (DDP ranks)

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS stage_runs (
     stage_run_id VARCHAR PRIMARY KEY, run_id VARCHAR, stage VARCHAR, fingerprint VARCHAR,
     status VARCHAR, rows BIGINT, output_path VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP,
-    error VARCHAR, details VARCHAR);
+    error VARCHAR, details VARCHAR, payload VARCHAR, digests VARCHAR);
 CREATE TABLE IF NOT EXISTS shards (
     stage VARCHAR, fingerprint VARCHAR, shard INTEGER, status VARCHAR, rows BIGINT, path VARCHAR,
     node VARCHAR, attempts INTEGER, started_at TIMESTAMP, ended_at TIMESTAMP, error VARCHAR,
@@ -33,8 +33,12 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE TABLE IF NOT EXISTS rejected (
     stage VARCHAR, fingerprint VARCHAR, path VARCHAR, reason VARCHAR, recorded_at TIMESTAMP);
 """
+# Manifests written before `plan` existed lack these columns.
+MIGRATIONS = """
+ALTER TABLE stage_runs ADD COLUMN IF NOT EXISTS payload VARCHAR;
+ALTER TABLE stage_runs ADD COLUMN IF NOT EXISTS digests VARCHAR;
+"""
 
-_STAGE_COLUMNS = "stage, fingerprint, status, rows, output_path, started_at, ended_at, error, details"
 _RETRY_SECONDS = 10.0  # another process (a `status` reader) may hold the file for a moment
 
 
@@ -49,6 +53,15 @@ class StageRun:
     ended_at: datetime | None
     error: str | None
     details: dict[str, Any]
+    payload: dict[str, Any] | None = None  # what the fingerprint hashed (stage.payload)
+    digests: dict[str, str] = field(default_factory=dict)  # content digests of the output
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StageRun:
+        loads = lambda text: json.loads(text) if text else None  # noqa: E731
+        return cls(row["stage"], row["fingerprint"], row["status"], row["rows"], row["output_path"],
+                   row["started_at"], row["ended_at"], row["error"], loads(row["details"]) or {},
+                   loads(row.get("payload")), loads(row.get("digests")) or {})
 
     @property
     def seconds(self) -> float | None:
@@ -64,17 +77,20 @@ def _now() -> datetime:
 class Manifest:
     """Records of a work directory's stage runs, shards and rejected files."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        with self._connect() as con:
-            con.execute(SCHEMA)
+    def __init__(self, path: Path, read_only: bool = False):
+        """``read_only``: for readers (`status`, `plan`) of a manifest that exists; nothing is written."""
+        self.path, self.read_only = Path(path), read_only
+        if not read_only:
+            with self._connect() as con:
+                con.execute(SCHEMA)
+                con.execute(MIGRATIONS)
 
     @contextmanager
-    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         deadline = time.monotonic() + _RETRY_SECONDS
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
                 break
             except duckdb.IOException:
                 if time.monotonic() > deadline:
@@ -104,12 +120,14 @@ class Manifest:
             )
 
     # stage runs -------------------------------------------------------------------------------
-    def start_stage(self, run_id: str, stage: str, fingerprint: str, output_path: Path) -> str:
+    def start_stage(self, run_id: str, stage: str, fingerprint: str, output_path: Path,
+                    payload: dict[str, Any] | None = None) -> str:
         stage_run_id = uuid.uuid4().hex[:12]
         with self._connect() as con:
             con.execute(
-                "INSERT INTO stage_runs VALUES (?, ?, ?, ?, 'running', NULL, ?, ?, NULL, NULL, '{}')",
-                [stage_run_id, run_id, stage, fingerprint, str(output_path), _now()],
+                "INSERT INTO stage_runs (stage_run_id, run_id, stage, fingerprint, status, output_path, started_at, "
+                "details, payload) VALUES (?, ?, ?, ?, 'running', ?, ?, '{}', ?)",
+                [stage_run_id, run_id, stage, fingerprint, str(output_path), _now(), json.dumps(payload)],
             )
         return stage_run_id
 
@@ -120,25 +138,35 @@ class Manifest:
         rows: int | None = None,
         error: str | None = None,
         details: dict[str, Any] | None = None,
+        digests: dict[str, str] | None = None,
     ) -> None:
         with self._connect() as con:
             con.execute(
-                "UPDATE stage_runs SET status=?, rows=?, ended_at=?, error=?, details=? WHERE stage_run_id=?",
-                [status, rows, _now(), error, json.dumps(details or {}), stage_run_id],
+                "UPDATE stage_runs SET status=?, rows=?, ended_at=?, error=?, details=?, digests=? "
+                "WHERE stage_run_id=?",
+                [status, rows, _now(), error, json.dumps(details or {}), json.dumps(digests or {}), stage_run_id],
             )
 
     def latest_stage_run(
         self, stage: str, fingerprint: str | None = None, status: str | None = None
     ) -> StageRun | None:
         """The newest run of ``stage``, optionally only with this fingerprint and status."""
-        query, params = f"SELECT {_STAGE_COLUMNS} FROM stage_runs WHERE stage=?", [stage]
+        runs = self.stage_runs(stage, fingerprint, status, limit=1)
+        return runs[0] if runs else None
+
+    def stage_runs(self, stage: str, fingerprint: str | None = None, status: str | None = None,
+                   limit: int | None = None) -> list[StageRun]:
+        """Runs of ``stage``, newest first, optionally only with this fingerprint and status."""
+        query, params = "SELECT * FROM stage_runs WHERE stage=?", [stage]
         for col, val in (("fingerprint", fingerprint), ("status", status)):
             if val is not None:
                 query += f" AND {col}=?"
                 params.append(val)
+        query += " ORDER BY started_at DESC" + (f" LIMIT {int(limit)}" if limit else "")
         with self._connect() as con:
-            row = con.execute(query + " ORDER BY started_at DESC LIMIT 1", params).fetchone()
-        return None if row is None else StageRun(*row[:8], details=json.loads(row[8] or "{}"))
+            cursor = con.execute(query, params)
+            names = [d[0] for d in cursor.description]
+            return [StageRun.from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
     # shards -----------------------------------------------------------------------------------
     def record_shard(

@@ -1,4 +1,10 @@
-"""Runs stages in DAG order, skipping those already complete with the same fingerprint (DESIGN §1)."""
+"""Runs stages in DAG order, skipping those already complete with the same fingerprint (DESIGN §1).
+
+A stage's fingerprint hashes its payload: name, version, config slice, and its inputs — an input's
+fingerprint, or a content digest of the input's output (``INPUT_DIGESTS``), known once that input is
+complete. So a fingerprint may be unknown until the stages before it have run; the runner computes each
+one just before the stage would run, and ``plan`` says which input it waits for.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Config
 from pipeline.lock import WorkdirLock
 from pipeline.manifest import Manifest, StageRun
 from pipeline.progress import console
-from pipeline.stage import StageContext, StageError, StageModule, fingerprint, stage_dir
-from stages import caption, embed_text, evaluate, ingest, report, train
+from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
+from stages import caption, embed_text, evaluate, ingest, report, split, train
 
-STAGES: dict[str, StageModule] = {m.NAME: m for m in (ingest, caption, embed_text, train, evaluate, report)}
+STAGES: dict[str, StageModule] = {m.NAME: m for m in (ingest, split, caption, embed_text, train, evaluate, report)}
 MANIFEST_FILE = "manifest.duckdb"
 
 
@@ -22,24 +29,52 @@ class MissingInputs(StageError):
     """A single stage was asked for before the stages it reads."""
 
 
-def fingerprints(cfg: Config) -> dict[str, str]:
-    """Every stage's fingerprint for this config, inputs first."""
-    fps: dict[str, str] = {}
-    for name, stage in STAGES.items():
-        fps[name] = fingerprint(name, stage.VERSION, stage.fingerprint_config(cfg), [fps[i] for i in stage.INPUTS])
-    return fps
+def open_manifest(cfg: Config, read_only: bool = False) -> Manifest | None:
+    """The work directory's manifest; read-only, None when there is none yet (nothing is created)."""
+    path = Path(cfg.paths.workdir) / MANIFEST_FILE
+    if read_only and not path.exists():
+        return None
+    return Manifest(path, read_only=read_only)
 
 
-def open_manifest(cfg: Config) -> Manifest:
-    return Manifest(Path(cfg.paths.workdir) / MANIFEST_FILE)
-
-
-def completed(manifest: Manifest, name: str, fp: str) -> StageRun | None:
-    """The complete run of (stage, fingerprint) whose output is still on disk."""
+def completed(manifest: Manifest | None, workdir: Path, name: str, fp: str | None) -> StageRun | None:
+    """The complete run of (stage, fingerprint) whose output is still in this work directory."""
+    if manifest is None or fp is None:
+        return None
     record = manifest.latest_stage_run(name, fp, status="complete")
-    if record is None or record.output_path is None or not Path(record.output_path).exists():
+    if record is None or not stage_dir(workdir, name, fp).exists():
         return None
     return record
+
+
+def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[str, str | None]
+                  ) -> dict[str, Any] | None:
+    """What stage ``name``'s fingerprint hashes, or None while an input's digest is not known yet."""
+    stage, workdir = STAGES[name], Path(cfg.paths.workdir)
+    inputs = {}
+    for inp in stage.INPUTS:
+        key = getattr(stage, "INPUT_DIGESTS", {}).get(inp)
+        if key is None:  # depends on the input's fingerprint
+            value = fps[inp]
+        else:  # depends on a digest of the input's output
+            record = completed(manifest, workdir, inp, fps[inp])
+            value = record.digests.get(key) if record else None
+        if value is None:
+            return None
+        inputs[inp if key is None else f"{inp}.{key}"] = value
+    extra = stage.workdir_inputs(manifest, workdir) if hasattr(stage, "workdir_inputs") else None
+    return payload(name, stage.VERSION, stage.fingerprint_config(cfg), inputs, extra)
+
+
+def fingerprints(cfg: Config, manifest: Manifest | None = None) -> dict[str, str | None]:
+    """Every stage's fingerprint for this config, inputs first; None where an input must run first."""
+    if manifest is None:
+        manifest = open_manifest(cfg, read_only=True)
+    fps: dict[str, str | None] = {}
+    for name in STAGES:
+        p = stage_payload(cfg, manifest, name, fps)
+        fps[name] = None if p is None else fingerprint(p)
+    return fps
 
 
 @dataclass(frozen=True)
@@ -49,21 +84,20 @@ class Outcome:
     record: StageRun
 
 
-def run_pipeline(cfg: Config, only: list[str] | None = None) -> list[Outcome]:
-    """Run every stage (or ``only`` these, whose inputs must then be complete); return what happened."""
+def run_pipeline(cfg: Config, only: list[str] | None = None, skip: tuple[str, ...] = ()) -> list[Outcome]:
+    """Run every stage but ``skip`` (or ``only`` these, whose inputs must then be complete); say what happened."""
     workdir = Path(cfg.paths.workdir).resolve()  # Ray workers run elsewhere: every path they get is absolute
-    names = list(STAGES) if only is None else only
+    names = [n for n in STAGES if n not in skip] if only is None else only
     for name in names:
         if name not in STAGES:
             raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     with WorkdirLock(workdir):
         manifest = open_manifest(cfg)
-        fps = fingerprints(cfg)
         run_id = manifest.start_run(" ".join(sys.argv[1:]) or "run_pipeline")
         outcomes: list[Outcome] = []
         try:
             for name in names:
-                outcomes.append(_run_one(cfg, manifest, run_id, name, fps, require_inputs=only is not None))
+                outcomes.append(_run_one(cfg, manifest, run_id, name))
         except BaseException as err:
             manifest.end_run(run_id, "failed", f"{type(err).__name__}: {err}")
             raise
@@ -71,23 +105,24 @@ def run_pipeline(cfg: Config, only: list[str] | None = None) -> list[Outcome]:
         return outcomes
 
 
-def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str, fps: dict[str, str],
-             require_inputs: bool) -> Outcome:
-    stage, fp = STAGES[name], fps[name]
-    workdir = Path(cfg.paths.workdir).resolve()
-    if (done := completed(manifest, name, fp)) is not None:
-        console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
-        return Outcome(name, True, done)
-    missing = [i for i in stage.INPUTS if completed(manifest, i, fps[i]) is None]
+def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome:
+    stage, workdir = STAGES[name], Path(cfg.paths.workdir).resolve()
+    fps = fingerprints(cfg, manifest)
+    missing = [i for i in stage.INPUTS if completed(manifest, workdir, i, fps[i]) is None]
     if missing:  # within a full run the inputs ran first, so only a single stage gets here
         raise MissingInputs(f"stage {name} needs {', '.join(missing)} complete first "
                             f"(run `semidavil stage {missing[0]}` or `semidavil run`)")
+    stage_pl = stage_payload(cfg, manifest, name, fps)
+    fp = fingerprint(stage_pl)
+    if (done := completed(manifest, workdir, name, fp)) is not None:
+        console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
+        return Outcome(name, True, done)
     out_dir = stage_dir(workdir, name, fp)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(cfg, name, fp, out_dir, {i: stage_dir(workdir, i, fps[i]) for i in stage.INPUTS},
                        manifest, workdir)
     console.print(f"[bold]▶ {name}[/] (fingerprint {fp[:12]}) → {out_dir}")
-    stage_run_id = manifest.start_stage(run_id, name, fp, out_dir)
+    stage_run_id = manifest.start_stage(run_id, name, fp, out_dir, stage_pl)
     try:
         result = stage.run(ctx)
     except BaseException as err:
@@ -99,7 +134,7 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str, fps: dict[
             raise StageError(f"stage {name} failed: {type(err).__name__}: {first_line} "
                              f"(the traceback is in {workdir / MANIFEST_FILE}; `semidavil status` shows it)") from err
         raise
-    manifest.end_stage(stage_run_id, "complete", rows=result.rows, details=result.details)
+    manifest.end_stage(stage_run_id, "complete", rows=result.rows, details=result.details, digests=result.digests)
     record = manifest.latest_stage_run(name, fp)
     console.print(f"[green]✓[/] {name}: {result.rows} rows in {record.seconds:.1f} s")
     return Outcome(name, False, record)
@@ -107,16 +142,18 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str, fps: dict[
 
 def status_rows(cfg: Config) -> list[dict[str, object]]:
     """One row per stage for this config: status, fingerprint, rows, duration, output path."""
-    manifest_path = Path(cfg.paths.workdir) / MANIFEST_FILE
-    manifest = Manifest(manifest_path) if manifest_path.exists() else None
+    manifest = open_manifest(cfg, read_only=True)
+    workdir = Path(cfg.paths.workdir)
     rows = []
-    for name, fp in fingerprints(cfg).items():
-        record = manifest.latest_stage_run(name, fp) if manifest else None
-        if record is not None and record.status == "complete" and completed(manifest, name, fp) is None:
+    for name, fp in fingerprints(cfg, manifest).items():
+        record = manifest.latest_stage_run(name, fp) if manifest and fp else None
+        if fp is None:
+            status = "pending"
+        elif record is not None and record.status == "complete" and completed(manifest, workdir, name, fp) is None:
             status = "output missing"
         else:
             status = record.status if record else "pending"
-        rows.append({"stage": name, "status": status, "fingerprint": fp[:12],
+        rows.append({"stage": name, "status": status, "fingerprint": fp[:12] if fp else "-",
                      "rows": record.rows if record else None, "seconds": record.seconds if record else None,
                      "output": record.output_path if record else None,
                      "error": record.error if record and record.status != "complete" else None})
@@ -124,9 +161,8 @@ def status_rows(cfg: Config) -> list[dict[str, object]]:
 
 
 def rejected_files(cfg: Config) -> list[tuple[str, str, str]]:
-    manifest_path = Path(cfg.paths.workdir) / MANIFEST_FILE
-    if not manifest_path.exists():
+    manifest = open_manifest(cfg, read_only=True)
+    if manifest is None:
         return []
-    fps = fingerprints(cfg)
-    manifest = Manifest(manifest_path)
-    return [r for name in STAGES for r in manifest.rejected(name, fps[name])]
+    fps = fingerprints(cfg, manifest)
+    return [r for name in STAGES if fps[name] for r in manifest.rejected(name, fps[name])]

@@ -16,16 +16,17 @@ from pipeline.config import Config
 from pipeline.shards import ShardPool, map_shards
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet
-from stages.ingest import INDEX_FILE
+from stages.index import INDEX_FILE, dataset_roots, resolve_rows
 
 NAME = "caption"
-VERSION = 1
+VERSION = 2  # 2: depends on the image set, not on ingest's fingerprint
 INPUTS = ("ingest",)
+INPUT_DIGESTS = {"ingest": "images"}  # the images alone: not the split, not where the dataset is mounted
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries"}  # do not change the captions
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return cfg.caption.model_dump(mode="json", exclude=EXECUTION_KEYS)
+    return {"caption": cfg.caption.model_dump(mode="json", exclude=EXECUTION_KEYS)}
 
 
 def node_id() -> str:
@@ -74,7 +75,9 @@ class CaptionBatch:
 
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg.caption
-    index = read_parquet(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "image_path"])
+    index = read_parquet(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "domain", "image_path"])
+    rows = resolve_rows(index.to_pylist(), dataset_roots(ctx.cfg.data, ctx.workdir))
+    index = pa.table({"image_id": [r["image_id"] for r in rows], "image_path": [r["image_path"] for r in rows]})
     pool = ShardPool(CaptionBatch, dict(model=cfg.model, dtype=cfg.dtype, prompt=cfg.prompt,
                                         max_new_tokens=cfg.max_new_tokens, num_gpus=cfg.num_gpus),
                      cfg.batch_size, cfg.concurrency, cfg.num_gpus, cfg.max_retries)

@@ -1,6 +1,6 @@
 """What the field knows about GTA5, SYNTHIA and Cityscapes: class sets, id maps, official layouts (DESIGN §6).
 
-Helpers of the ingest stage; the trainer and evaluator read class names and sets from here too.
+Used by ingest (layouts, label checks), train and evaluate (label reading, class names and sets).
 """
 
 from __future__ import annotations
@@ -75,6 +75,15 @@ def read_raw_label(path: Path, dataset: str) -> np.ndarray:
 def to_train_ids(raw: np.ndarray, dataset: str) -> np.ndarray:
     lut = SYNTHIA_LUT if dataset == "synthia" else CITYSCAPES_LUT
     return lut[raw]
+
+
+def load_label(path: Path | str, dataset: str) -> np.ndarray:
+    """A label file as Cityscapes trainIds: uint8 (H, W), 0..18, 255 = ignore.
+
+    ``dataset`` is ``cityscapes``, ``gta5``, ``demo`` (Cityscapes labelIds) or ``synthia`` (16-bit PNG,
+    class id in the first channel).
+    """
+    return to_train_ids(read_raw_label(Path(path), dataset), dataset)
 
 
 @dataclass(frozen=True)

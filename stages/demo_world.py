@@ -7,6 +7,7 @@ few. Labels are written as Cityscapes labelIds, so the real readers load the dem
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,8 @@ def generate(root: Path, n_source: int, n_target_train: int, n_target_val: int, 
     source_root, target_root = root / "gta5", root / "cityscapes"
     if stamp.exists() and stamp.read_text() == spec:
         return source_root, target_root
+    for old in (source_root, target_root):  # another world's files must not join this one's image set
+        shutil.rmtree(old, ignore_errors=True)
     rng = np.random.default_rng(seed)
     source_h = int(height * 1.1)  # the source has its own size, as GTA5 does
     for i in range(n_source):

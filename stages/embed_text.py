@@ -33,7 +33,7 @@ META_FILE = "meta.json"
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {**cfg.text.model_dump(mode="json", exclude=EXECUTION_KEYS), "classes": list(CLASSES)}
+    return {"text": cfg.text.model_dump(mode="json", exclude=EXECUTION_KEYS), "classes": list(CLASSES)}
 
 
 class EmbedBatch:

@@ -7,12 +7,12 @@ a few colourised prediction PNGs in ``predictions/``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -22,19 +22,20 @@ from pipeline.config import Config
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
-from stages.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE
+from stages.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE, load_label
 from stages.embed_text import TextEmbeddingStore
-from stages.ingest import INDEX_FILE, load_label
-from stages.train import CHECKPOINT, load_checkpoint, normalize
+from stages.index import INDEX_FILE, dataset_roots, read_index
+from stages.train import CHECKPOINT, SETUP, load_checkpoint, normalize
 
 NAME = "evaluate"
-VERSION = 2  # 2: writes run.json for the report
+VERSION = 3  # 2: writes run.json for the report; 3: relative index paths, run.json from train's setup
 INPUTS = ("ingest", "embed_text", "train")
+INPUT_DIGESTS = {"ingest": "index"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {**cfg.eval.model_dump(mode="json", exclude={"batch_size"}), "target_size": cfg.train.target_size,
-            "crop_size": cfg.train.crop_size}
+    return {"eval": cfg.eval.model_dump(mode="json", exclude={"batch_size"}),
+            "train": {"target_size": cfg.train.target_size, "crop_size": cfg.train.crop_size}}
 
 
 def sliding_windows(length: int, crop: int, stride: int) -> list[int]:
@@ -106,8 +107,8 @@ def run(ctx: StageContext) -> StageResult:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(ctx.inputs["train"] / CHECKPOINT, cfg, cfg.eval.model, device)
     store = TextEmbeddingStore(ctx.inputs["embed_text"])
-    rows = [r for r in pq.read_table(ctx.inputs["ingest"] / INDEX_FILE).to_pylist()
-            if r["domain"] == "target" and r["split"] == "val" and r["labelled"]]
+    rows = [r for r in read_index(ctx.inputs["ingest"] / INDEX_FILE, dataset_roots(cfg.data, ctx.workdir))
+            if r["domain"] == "target" and r["split"] == "val" and r["label_path"]]
     if not rows:
         raise StageError(f"{ctx.inputs['ingest'] / INDEX_FILE}: no labelled target val images to evaluate")
     n = len(CLASSES)
@@ -148,13 +149,13 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:
-    """What the report needs to place this run in the paper's tables."""
-    unlabelled = cfg.data.labelled_target != "all" and cfg.loss.consistency_weight > 0
+    """What the report needs to place this run in the paper's tables: the training's own account of what it
+    used (CT, DyCE, VLP, DLG, image counts), the benchmark, the labelled count and the seed."""
+    setup = json.loads((ctx.inputs["train"] / SETUP).read_text())
+    labelled = cfg.data.labelled_target if cfg.data.split_file is None else setup["labelled_target_images"]
     return {
-        "source": cfg.data.source.name, "target": cfg.data.target.name,
-        "labelled_target": cfg.data.labelled_target, "split_file": str(cfg.data.split_file or ""),
-        "ct": unlabelled, "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg,
-        "vlp": cfg.model.vision_init == "clip", "vision_init": cfg.model.vision_init,
+        **setup, "source": cfg.data.source.name, "target": cfg.data.target.name, "labelled_target": labelled,
+        "split_file": str(cfg.data.split_file or ""), "seed": [cfg.data.seed, cfg.train.seed],
         "vision_model": cfg.model.vision_model, "iterations": cfg.train.iterations,
         "evaluate_fingerprint": ctx.fingerprint, "train_dir": str(ctx.inputs["train"]),
     }

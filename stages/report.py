@@ -1,7 +1,9 @@
 """Stage 6, report: the evaluated runs of a work directory as the paper's tables (DESIGN §1).
 
-Reads every ``evaluate/*/`` output of the work directory (``metrics.json`` and ``run.json``), so runs
-with other settings (labelled counts, DyCE on/off, DLG, VLP) line up as in the paper:
+Reads the output of every complete evaluate stage run of the work directory (``metrics.json`` and
+``run.json``), so runs with other settings (labelled counts, DyCE on/off, DLG, VLP) line up as in the
+paper. The list of those runs is an input of the report's fingerprint: a newly evaluated run makes a new
+report. Runs that differ only in their seeds share a cell, shown as mean ± std.
 
 - Tables 1/2: mIoU per method (rows) and number of labelled target images (columns), per benchmark;
 - Table 3: the ablation of CT, DyCE, VLP and DLG;
@@ -15,18 +17,20 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.stage import StageContext, StageError, StageResult
+from pipeline.manifest import Manifest
+from pipeline.stage import StageContext, StageError, StageResult, stage_dir
 from pipeline.store import atomic_path, write_atomic, write_parquet
 from stages.datasets import CLASSES, eval_class_sets
 
 NAME = "report"
-VERSION = 1
+VERSION = 2  # 2: the evaluated runs are a fingerprint input; mean ± std over seeds
 INPUTS = ("evaluate",)
 LABELLED_COLUMNS = (0, 100, 200, 500, 1000, "all")
 
@@ -35,18 +39,36 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     return {}
 
 
-def collect_runs(workdir: Path) -> list[dict[str, Any]]:
-    """Every evaluated run under ``workdir``: its run.json merged with its metrics.json."""
+def evaluated(manifest: Manifest | None, workdir: Path) -> list[str]:
+    """Fingerprints of the complete evaluate runs whose outputs are in ``workdir``, oldest first."""
+    runs = manifest.stage_runs("evaluate", status="complete") if manifest else []
+    fps = [r.fingerprint for r in reversed(runs) if (stage_dir(workdir, "evaluate", r.fingerprint) / "run.json").exists()]
+    return list(dict.fromkeys(fps))
+
+
+def workdir_inputs(manifest: Manifest | None, workdir: Path) -> dict[str, Any]:
+    return {"evaluated runs": evaluated(manifest, workdir)}
+
+
+def collect_runs(workdir: Path, fingerprints: list[str]) -> list[dict[str, Any]]:
+    """These evaluated runs: each one's run.json merged with its metrics.json."""
     runs = []
-    for run_file in sorted(Path(workdir).glob("evaluate/*/run.json")):
-        metrics_file = run_file.with_name("metrics.json")
-        if metrics_file.exists():
-            runs.append({**json.loads(run_file.read_text()), **json.loads(metrics_file.read_text())})
+    for fp in fingerprints:
+        out = stage_dir(workdir, "evaluate", fp)
+        runs.append({**json.loads((out / "run.json").read_text()), **json.loads((out / "metrics.json").read_text())})
     return runs
 
 
 def pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def mean_std(values: list[float]) -> str:
+    """One value as ``71.1``; several (seeds) as ``71.1 ± 0.4`` (sample std); NaNs left out."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if len(finite) < 2:
+        return pct(finite[0] if finite else None)
+    return f"{pct(statistics.mean(finite))} ± {100 * statistics.stdev(finite):.1f}"
 
 
 def check(flag: bool) -> str:
@@ -59,11 +81,14 @@ def headline(run: dict[str, Any]) -> tuple[str, str]:
     return key, pct(run[key])
 
 
+COMPONENTS = (("CT", "ct"), ("DyCE", "dyce"), ("VLP", "vlp"), ("DLG", "dlg"))
+
+
 def method_name(run: dict[str, Any]) -> str:
-    parts = ["SemiDAViL" if run["dlg"] and run["vlp"] else "ablation", "w/ DyCE" if run["dyce"] else "w/o DyCE"]
-    if run["vision_init"] != "clip":
-        parts.append(f"({run['vision_init']} init)")
-    return " ".join(parts)
+    """``SemiDAViL`` with all four components; otherwise the ones used, e.g. ``CT+DyCE (random init)``."""
+    used = [name for name, key in COMPONENTS if run[key]]
+    name = "SemiDAViL" if len(used) == len(COMPONENTS) else "+".join(used) or "supervised"
+    return name if run["vlp"] else f"{name} ({run['vision_init']} init)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -84,7 +109,7 @@ def benchmark_tables(runs: list[dict[str, Any]]) -> str:
             cells = []
             for col in cols:
                 match = [r for r in group if method_name(r) == method and r["labelled_target"] == col]
-                cells.append(pct(match[-1][key]) if match else "")
+                cells.append(mean_std([r[key] for r in match]) if match else "")
             rows.append([method, *cells])
         out.append(f"### {bench[0]} → {bench[1]} ({key}, labelled target images)\n\n"
                    + table(["method", *map(str, cols)], rows))
@@ -92,15 +117,19 @@ def benchmark_tables(runs: list[dict[str, Any]]) -> str:
 
 
 def ablation_table(runs: list[dict[str, Any]]) -> str:
-    """Table 3: CT, DyCE, VLP, DLG against mIoU, per run."""
-    rows = [[check(r["ct"]), check(r["dyce"]), check(r["vlp"]), check(r["dlg"]), f"{r['source']}→{r['target']}",
-             str(r["labelled_target"]), headline(r)[1]] for r in runs]
-    return table(["CT", "DyCE", "VLP", "DLG", "benchmark", "labelled", "mIoU"], rows)
+    """Table 3: CT, DyCE, VLP, DLG against mIoU; runs that differ only in seed share a row."""
+    cells: dict[tuple, list[float]] = {}
+    for r in runs:
+        row = (check(r["ct"]), check(r["dyce"]), check(r["vlp"]), check(r["dlg"]), f"{r['source']}→{r['target']}",
+               str(r["labelled_target"]), headline(r)[0])
+        cells.setdefault(row, []).append(r[row[-1]])
+    rows = [[*row[:-1], mean_std(values), str(len(values))] for row, values in cells.items()]
+    return table(["CT", "DyCE", "VLP", "DLG", "benchmark", "labelled", "mIoU", "runs"], rows)
 
 
 def class_table(runs: list[dict[str, Any]]) -> str:
     """Table 4: per-class IoU of each run."""
-    rows = [[f"{method_name(r)}, N={r['labelled_target']}", *(pct(r["per_class"][c]) for c in CLASSES),
+    rows = [[f"{method_name(r)}, N={r['labelled_target']}, seed {r['seed'][-1]}", *(pct(r["per_class"][c]) for c in CLASSES),
              headline(r)[1]] for r in runs]
     return table(["run", *CLASSES, "mIoU"], rows)
 
@@ -129,7 +158,7 @@ def loss_plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(ctx: StageContext) -> StageResult:
-    runs = collect_runs(ctx.workdir)
+    runs = collect_runs(ctx.workdir, evaluated(ctx.manifest, ctx.workdir))
     if not runs:
         raise StageError(f"{ctx.workdir}: no evaluated run to report")
     text = "\n\n".join([

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -31,20 +30,23 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from models.losses import build_supervised_loss, consistency_loss
 from models.segmentor import Segmentor, build_segmentor, ema_update, make_teacher
-from pipeline.config import Config, TrainConfig
+from pipeline.config import Config, ModelConfig, TrainConfig
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import atomic_path
-from stages.datasets import CLASSES, IGNORE
+from pipeline.store import atomic_path, write_json
+from stages.datasets import CLASSES, IGNORE, load_label
 from stages.embed_text import TextEmbeddingStore
-from stages.ingest import INDEX_FILE, load_label
+from stages.index import INDEX_FILE, dataset_roots, read_index
+from stages.split import read_split
 
 NAME = "train"
-VERSION = 1
-INPUTS = ("ingest", "embed_text")
+VERSION = 2  # 2: the labelled split is an input of its own
+INPUTS = ("ingest", "split", "embed_text")
+INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
 EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every"}
 CHECKPOINT = "checkpoints/last.pt"
 METRICS = "metrics.jsonl"
+SETUP = "setup.json"  # what this training actually used: the report's CT/DyCE/VLP/DLG columns
 NUM_CLASSES = len(CLASSES)
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -123,25 +125,38 @@ class Streams:
     unlabelled: Iterator[dict[str, Any]] | None
 
 
-def build_streams(index_path: Path, cfg: Config, seed: int) -> Streams:
-    rows = pq.read_table(index_path).to_pylist()
-    t = cfg.train
-    source_set = "gta5" if cfg.data.source.name == "demo" else cfg.data.source.name
-    target_set = "cityscapes"
+@dataclass(frozen=True)
+class TrainingSet:
+    """The rows of the three streams (absolute paths); ``unlabelled`` is empty when CT is off."""
+
+    source: list[dict[str, Any]]
+    labelled_target: list[dict[str, Any]]
+    unlabelled: list[dict[str, Any]]
+
+
+def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[str], cfg: Config) -> TrainingSet:
+    """Split the index into the SSDA streams: source, labelled target (``labelled``), unlabelled target."""
+    rows = read_index(index_path, roots)
+    target_train = [r for r in rows if r["domain"] == "target" and r["split"] == "train"]
     src = [r for r in rows if r["domain"] == "source"]
-    tgt_l = [r for r in rows if r["domain"] == "target" and r["split"] == "train" and r["labelled"]]
-    tgt_u = [{**r, "label_path": None} for r in rows
-             if r["domain"] == "target" and r["split"] == "train" and not r["labelled"]]
     if not src:
         raise StageError(f"{index_path}: no source images")
+    unlabelled = [{**r, "label_path": None} for r in target_train if r["image_id"] not in labelled]
+    uses_ct = cfg.train.consistency and cfg.loss.consistency_weight > 0
+    return TrainingSet(src, [r for r in target_train if r["image_id"] in labelled], unlabelled if uses_ct else [])
 
-    def stream(items: list[dict], dataset: str, size: tuple[int, int] | None, k: int):
+
+def build_streams(data: TrainingSet, cfg: Config, seed: int) -> Streams:
+    t = cfg.train
+
+    def stream(items: list[dict], size: tuple[int, int] | None, k: int):
         if not items:
             return None
-        return endless(CropSet(items, dataset, t.crop_size, size), t.batch_size, t.loader_workers, seed + k)
+        return endless(CropSet(items, items[0]["dataset"], t.crop_size, size), t.batch_size, t.loader_workers,
+                       seed + k)
 
-    return Streams(stream(src, source_set, t.source_size, 0), stream(tgt_l, target_set, t.target_size, 1),
-                   stream(tgt_u, target_set, t.target_size, 2))
+    return Streams(stream(data.source, t.source_size, 0), stream(data.labelled_target, t.target_size, 1),
+                   stream(data.unlabelled, t.target_size, 2))
 
 
 # augmentation ----------------------------------------------------------------------------------------
@@ -280,7 +295,8 @@ def _use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
 
 
 def train_func(config: dict[str, Any]) -> dict[str, float]:
-    """Train for ``train.iterations`` steps; ``config``: cfg (a Config dump), index, text_store, out_dir, use_ray.
+    """Train for ``train.iterations`` steps; ``config``: cfg (a Config dump), index, roots (domain -> dataset
+    root), split (the split stage's directory), text_store, out_dir, use_ray.
 
     Returns the last logged metrics.
     """
@@ -315,7 +331,8 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
         import ray.train.torch
 
         model = ray.train.torch.prepare_model(student, move_to_device=False)
-    streams = build_streams(Path(config["index"]), cfg, seed=t.seed + 1000 * rank + start)
+    data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
+    streams = build_streams(data, cfg, seed=t.seed + 1000 * rank + start)
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
     amp = t.amp and device.type == "cuda"
     meta = {"text_dim": store.dim, "num_classes": NUM_CLASSES}
@@ -364,10 +381,37 @@ def read_metrics(out_dir: Path) -> list[dict[str, float]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, workdir: Path, use_ray: bool) -> dict:
+    """``train_func``'s argument: plain, absolute values a Ray worker on any node can use."""
+    return {"cfg": cfg.model_dump(mode="json"), "index": str(Path(inputs["ingest"], INDEX_FILE).resolve()),
+            "roots": {k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()},
+            "split": str(Path(inputs["split"]).resolve()), "text_store": str(Path(inputs["embed_text"]).resolve()),
+            "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
+
+
+def vision_init(model: ModelConfig) -> str:
+    """The image tower's actual start: CLIP (VLP) only with pretrained weights; random weights are random."""
+    if model.vision_init == "imagenet":
+        return "imagenet"
+    return "clip" if model.vision_init == "clip" and model.vision_pretrained != "none" else "random"
+
+
+def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
+    """What the training actually used, as the paper's ablation names it (Table 3)."""
+    return {
+        "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
+        "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg,
+        "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
+        "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
+        "source_images": len(data.source),
+    }
+
+
 def run(ctx: StageContext) -> StageResult:
     t = ctx.cfg.train
-    config = {"cfg": ctx.cfg.model_dump(mode="json"), "index": str(ctx.inputs["ingest"] / INDEX_FILE),
-              "text_store": str(ctx.inputs["embed_text"]), "out_dir": str(ctx.out_dir.resolve()), "use_ray": True}
+    config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
+    write_json(describe(ctx.cfg, training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)),
+               ctx.out_dir / SETUP)
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -20,7 +20,7 @@ from pipeline.runner import fingerprints, open_manifest, rejected_files, run_pip
 from pipeline.shards import ShardPool, map_shards
 from pipeline.stage import StageContext, StageError
 from pipeline.store import read_parquet
-from stages.ingest import INDEX_FILE
+from stages.index import INDEX_FILE, dataset_roots, read_index
 from tests.conftest import small_overrides
 
 
@@ -72,12 +72,12 @@ def test_resume_after_sigkill(tmp_path, ray_local, stage):
 def test_an_image_that_does_not_decode_is_a_rejected_row(small_config, ray_local):
     cfg = small_config()
     run_pipeline(cfg, ["ingest"])
-    index = read_parquet(stage_dir(Path(cfg.paths.workdir), "ingest", fingerprints(cfg)["ingest"]) / INDEX_FILE)
-    broken_id, broken_path = index.column("image_id")[3].as_py(), index.column("image_path")[3].as_py()
+    index = read_index(out_dir(cfg, "ingest") / INDEX_FILE, dataset_roots(cfg.data, cfg.paths.workdir))
+    broken_id, broken_path = index[3]["image_id"], index[3]["image_path"]
     Path(broken_path).write_bytes(b"\x89PNG\r\n\x1a\n broken after ingest")
     outcome = run_pipeline(cfg, ["caption"])[0]
     rows = {r["image_id"]: r for r in read_parquet(out_dir(cfg, "caption")).to_pylist()}
-    assert len(rows) == index.num_rows
+    assert len(rows) == len(index)
     assert rows[broken_id]["caption"] is None and "does not decode" in rows[broken_id]["error"]
     assert outcome.record.details["rejected"] == 1
     assert [(s, p) for s, p, _ in rejected_files(cfg)] == [("caption", broken_id)]

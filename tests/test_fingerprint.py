@@ -1,49 +1,135 @@
+"""Fingerprints: captions and text embeddings depend on the image set alone; the split on its content."""
+
 from __future__ import annotations
 
+import shutil
+
+import pytest
+
 from pipeline.config import load_config
-from pipeline.runner import STAGES, fingerprints
-from pipeline.stage import fingerprint
+from pipeline.plan import payload_changes, plan
+from pipeline.runner import STAGES, fingerprints, run_pipeline
+from pipeline.stage import fingerprint, payload, stage_dir
+from stages.split import SPLIT_FILE
+from tests.conftest import small_overrides
+
+LANGUAGE = ("caption", "embed_text")
 
 
-def fps(*overrides: str) -> dict[str, str]:
-    return fingerprints(load_config(None, list(overrides)))
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A work directory whose small demo world is ingested; returns a function overrides -> fingerprints
+    (after running the cheap ingest and split stages for those overrides, as `run` would first)."""
+    workdir = tmp_path_factory.mktemp("fp") / "w"
+
+    def fps(*overrides: str) -> dict[str, str]:
+        cfg = load_config(None, small_overrides(workdir, *overrides))
+        run_pipeline(cfg, ["ingest", "split"])
+        return fingerprints(cfg)
+
+    fps.workdir = workdir
+    return fps
 
 
-def test_same_config_same_fingerprints():
-    assert fps() == fps()
-    assert fingerprint("x", 1, {"a": 1, "b": 2}, []) == fingerprint("x", 1, {"b": 2, "a": 1}, [])
+def test_payload_fingerprint_is_order_free_and_covers_version_and_inputs():
+    base = fingerprint(payload("x", 1, {"a": 1, "b": 2}, {"i": "f"}))
+    assert fingerprint(payload("x", 1, {"b": 2, "a": 1}, {"i": "f"})) == base
+    assert fingerprint(payload("x", 2, {"a": 1, "b": 2}, {"i": "f"})) != base
+    assert fingerprint(payload("x", 1, {"a": 1, "b": 2}, {"i": "g"})) != base
+    assert fingerprint(payload("y", 1, {"a": 1, "b": 2}, {"i": "f"})) != base
 
 
-def test_version_and_inputs_change_fingerprint():
-    base = fingerprint("x", 1, {"a": 1}, ["f"])
-    assert fingerprint("x", 2, {"a": 1}, ["f"]) != base
-    assert fingerprint("x", 1, {"a": 1}, ["g"]) != base
-    assert fingerprint("y", 1, {"a": 1}, ["f"]) != base
+def test_a_fresh_work_directory_knows_only_the_first_fingerprints(tmp_path):
+    fps = fingerprints(load_config(None, small_overrides(tmp_path / "w")))
+    assert fps["ingest"] is not None and all(fps[n] is None for n in list(STAGES)[1:])
+    assert not (tmp_path / "w").exists()  # computing them wrote nothing
 
 
-def test_a_key_the_stage_reads_changes_it_and_everything_downstream():
-    base = fps()
-    changed = fps("caption.max_new_tokens=7")
-    assert changed["ingest"] == base["ingest"]
-    for name in ("caption", "embed_text", "train", "evaluate", "report"):
-        assert changed[name] != base[name], name
+@pytest.mark.parametrize("override", ["data.labelled_target=2", "data.seed=3", "loss.omega=0.7", "loss.dyce=false",
+                                      "model.dlg=false", "model.vision_init=random", "train.iterations=5",
+                                      "train.consistency=false", "eval.model=student"])
+def test_split_loss_model_train_and_eval_keys_leave_the_language_alone(world, override):
+    base, changed = world(), world(override)
+    assert [changed[n] == base[n] for n in LANGUAGE] == [True, True], override
+    trains_again = not override.startswith("eval.")
+    assert (changed["train"] != base["train"]) == trains_again, override
+    assert changed["evaluate"] != base["evaluate"]
 
 
-def test_a_key_only_a_later_stage_reads_leaves_earlier_stages_alone():
-    base, changed = fps(), fps("loss.omega=0.7")
-    assert [n for n in STAGES if base[n] != changed[n]] == ["train", "evaluate", "report"]
-    assert fps("eval.model=student")["train"] == base["train"]
+def test_caption_and_text_keys_change_the_language(world):
+    base = world()
+    assert world("caption.max_new_tokens=7")["caption"] != base["caption"]
+    changed = world("text.prompt_template=an image of {}.")
+    assert changed["caption"] == base["caption"] and changed["embed_text"] != base["embed_text"]
+    assert changed["train"] != base["train"]
 
 
-def test_execution_keys_do_not_change_fingerprints():
-    base = fps()
-    for override in ("caption.batch_size=3", "caption.concurrency=4", "text.num_gpus=1",
-                     "train.log_every=7", "cluster.address=auto", "paths.workdir=elsewhere"):
-        assert fps(override) == base, override
+def test_execution_keys_change_nothing(world):
+    base = world()
+    for override in ("caption.batch_size=3", "caption.concurrency=4", "text.num_gpus=1", "train.log_every=7",
+                     "train.loader_workers=1", "cluster.address=auto"):
+        assert world(override) == base, override
 
 
-def test_demo_sizes_do_not_touch_a_real_dataset_run(tmp_path):
-    real = ["data.source.name=gta5", f"data.source.root={tmp_path}", "data.target.name=cityscapes",
-            f"data.target.root={tmp_path}"]
-    assert fps(*real) == fps(*real, "data.demo.n_source=7")
-    assert fps()["ingest"] != fps("data.demo.n_source=7")["ingest"]
+def test_a_moved_dataset_keeps_its_captions_and_training(world, tmp_path):
+    base = world()
+    demo = world.workdir / "data" / "demo"
+    moved = tmp_path / "mnt"  # another mount point; a plain copy, so file times differ
+    shutil.copytree(demo, moved, copy_function=shutil.copy)
+    changed = world("data.source.name=gta5", f"data.source.root={moved / 'gta5'}",
+                    "data.target.name=cityscapes", f"data.target.root={moved / 'cityscapes'}")
+    assert changed["ingest"] != base["ingest"]  # the new place is read and checked once
+    for name in ("split", *LANGUAGE, "train"):
+        assert changed[name] == base[name], name
+    image = next((moved / "gta5" / "images").glob("*.png"))
+    image.write_bytes(next((moved / "gta5" / "images").glob("*.png")).read_bytes()[:-1] + b"\0")  # one file edited
+    edited = world("data.source.name=gta5", f"data.source.root={moved / 'gta5'}",
+                   "data.target.name=cityscapes", f"data.target.root={moved / 'cityscapes'}",
+                   "data.demo.height=64")  # a no-op key for real datasets: ingest runs again only if told to
+    assert edited["ingest"] == changed["ingest"]
+
+
+def test_a_split_file_is_fingerprinted_by_its_content(world, tmp_path):
+    base = world()
+    split = tmp_path / "split.txt"
+    ids = sorted(p.name.removesuffix("_leftImg8bit.png") for p in
+                 (world.workdir / "data" / "demo" / "cityscapes" / "leftImg8bit" / "train").glob("*/*.png"))
+    split.write_text("\n".join(ids[:3]) + "\n")
+    first = world(f"data.split_file={split}")
+    split.write_text("# the same images, another order\n" + "\n".join(reversed(ids[:3])) + "\n")
+    assert world(f"data.split_file={split}") == first
+    split.write_text("\n".join(ids[:2]) + "\n")  # edited in place: one image fewer
+    edited = world(f"data.split_file={split}")
+    assert edited["split"] != first["split"] and edited["train"] != first["train"]
+    assert [edited[n] for n in LANGUAGE] == [base[n] for n in LANGUAGE]
+
+
+def test_the_same_labelled_images_train_once_however_named(world, tmp_path):
+    """A split file naming exactly the seed's choice trains the same model as the seed."""
+    base = world()
+    split = tmp_path / "same.txt"
+    split.write_text((stage_dir(world.workdir, "split", base["split"]) / SPLIT_FILE).read_text())
+    same = world(f"data.split_file={split}")
+    assert same["split"] != base["split"] and same["train"] == base["train"]
+
+
+def test_plan_names_the_changed_key_and_writes_nothing(world, tmp_path):
+    world()
+    manifest = world.workdir / "manifest.duckdb"
+    before = manifest.stat().st_mtime_ns
+    rows = {r.stage: r for r in plan(load_config(None, small_overrides(world.workdir, "data.labelled_target=3")))}
+    assert rows["ingest"].action == "reuse"
+    assert rows["caption"].action == "run" and rows["caption"].reason == "no complete run of this stage on record"
+    assert rows["split"].action == "run"
+    assert rows["split"].reason.startswith("differs from the closest complete run: data.labelled_target: ")
+    assert rows["split"].reason.endswith(" → 3")
+    assert rows["train"].action == "after split"
+    assert manifest.stat().st_mtime_ns == before
+    assert plan(load_config(None, small_overrides(tmp_path / "empty")))[0].reason.startswith("no complete run")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_payload_changes_name_keys_inputs_and_versions():
+    old = payload("train", 1, {"loss": {"omega": 0.5}, "train": {"lr": 1}}, {"split.labelled": "a"})
+    new = payload("train", 2, {"loss": {"omega": 0.7}, "train": {"lr": 1}}, {"split.labelled": "b"})
+    assert payload_changes(old, new) == ["stage version 1 → 2", "loss.omega: 0.5 → 0.7", "input split.labelled differs"]

@@ -16,8 +16,9 @@ from PIL import Image
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import fingerprints, rejected_files, run_pipeline, stage_dir
 from pipeline.stage import StageError
-from stages.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, SYNTHIA_ID_TO_TRAIN
-from stages.ingest import INDEX_FILE, INDEX_SCHEMA, labelled_split, load_label
+from stages.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, SYNTHIA_ID_TO_TRAIN, load_label
+from stages.index import INDEX_FILE, INDEX_SCHEMA, dataset_roots, read_index
+from stages.split import SPLIT_FILE, labelled_split, read_split
 
 H, W = 4, 6
 
@@ -77,8 +78,9 @@ def config(tmp_path: Path, source: str, source_root: Path, target_root: Path, *e
 
 
 def index_of(cfg) -> list[dict]:
+    """The index rows with absolute paths."""
     fp = fingerprints(cfg)["ingest"]
-    return pq.read_table(stage_dir(cfg.paths.workdir, "ingest", fp) / INDEX_FILE).to_pylist()
+    return read_index(stage_dir(cfg.paths.workdir, "ingest", fp) / INDEX_FILE, dataset_roots(cfg.data, cfg.paths.workdir))
 
 
 # maps and class sets ---------------------------------------------------------------------------------
@@ -111,18 +113,16 @@ def test_class_sets():
 
 
 # splits ----------------------------------------------------------------------------------------------
-def test_split_is_deterministic_and_order_free(tmp_path):
+def test_split_is_deterministic_and_order_free():
     data = load_config(None, ["data.labelled_target=3", "data.seed=5"]).data
     names = [f"cityscapes/train/c_{i:06d}_000019" for i in range(40)]
-    a, path = labelled_split(names, data, tmp_path)
-    b, _ = labelled_split(list(reversed(names)), data, tmp_path)
-    assert a == b and len(a) == 3
-    assert path == tmp_path / "splits" / "labelled_3_seed5.txt"
-    assert sorted(path.read_text().split()) == sorted(a)
+    a = labelled_split(names, data)
+    assert a == labelled_split(list(reversed(names)), data) and len(a) == 3 and a == sorted(a)
     other = load_config(None, ["data.labelled_target=3", "data.seed=6"]).data
-    assert labelled_split(names, other, tmp_path)[0] != a
+    assert labelled_split(names, other) != a
     # pinned: the same seed gives the same list on any machine
-    assert sorted(a) == sorted(labelled_split(names, data, tmp_path / "x")[0])
+    assert a == ["cityscapes/train/c_000010_000019", "cityscapes/train/c_000018_000019",
+                 "cityscapes/train/c_000036_000019"]
 
 
 def test_user_split_file(tmp_path):
@@ -130,32 +130,32 @@ def test_user_split_file(tmp_path):
     split = tmp_path / "split.txt"
     split.write_text("# my images\naachen_000001_000019_leftImg8bit.png\ncityscapes/train/aachen_000003_000019\n")
     data = load_config(None, [f"data.split_file={split}"]).data
-    chosen, path = labelled_split(names, data, tmp_path)
-    assert chosen == {names[1], names[3]} and path == split
+    assert labelled_split(names, data) == [names[1], names[3]]
     split.write_text("aachen_000001_000019\nnot_an_image\n")
     with pytest.raises(StageError, match=r"split.txt:2: 'not_an_image'"):
-        labelled_split(names, data, tmp_path)
+        labelled_split(names, data)
 
 
 # the index -------------------------------------------------------------------------------------------
-def test_index_columns_and_streams(tmp_path):
+def test_index_columns_and_split(tmp_path):
     cfg = config(tmp_path, "gta5", make_gta5(tmp_path / "gta5"), make_cityscapes(tmp_path / "cs"))
-    outcome = run_pipeline(cfg, ["ingest"])[0]
-    assert outcome.record.details["split_file"].endswith("splits/labelled_2_seed0.txt")  # in the manifest
+    outcomes = run_pipeline(cfg, ["ingest", "split"])
+    assert outcomes[1].record.details["labelled"] == 2 and outcomes[1].record.details["unlabelled"] == 4
     fp = fingerprints(cfg)["ingest"]
     table = pq.read_table(stage_dir(cfg.paths.workdir, "ingest", fp) / INDEX_FILE)
     assert table.schema.equals(INDEX_SCHEMA)
-    rows = table.to_pylist()
+    stored = table.to_pylist()
+    assert {r["image_path"] for r in stored if r["domain"] == "source"} == {f"images/{i:05d}.png" for i in range(5)}
+    assert all(not Path(r["image_path"]).is_absolute() and len(r["image_hash"]) == 32 for r in stored)
+    rows = index_of(cfg)
     assert len({r["image_id"] for r in rows}) == len(rows) == 5 + 6 + 2
-    src = [r for r in rows if r["domain"] == "source"]
-    assert all(r["labelled"] and r["label_path"] and r["split"] == "train" for r in src)
-    tgt_train = [r for r in rows if r["domain"] == "target" and r["split"] == "train"]
-    labelled = [r for r in tgt_train if r["labelled"]]
-    assert len(labelled) == 2 and all(r["label_path"] for r in labelled)
-    assert all(r["label_path"] is None for r in tgt_train if not r["labelled"])  # the unlabelled stream
-    assert all(r["labelled"] for r in rows if r["split"] == "val")
+    assert all(Path(r["image_path"]).exists() and Path(r["label_path"]).exists() for r in rows)
+    assert {r["dataset"] for r in rows if r["domain"] == "source"} == {"gta5"}
     assert {(r["height"], r["width"]) for r in rows} == {(H, W)}
-    assert (Path(cfg.paths.workdir) / "splits" / "labelled_2_seed0.txt").exists()
+    labelled = read_split(stage_dir(cfg.paths.workdir, "split", fingerprints(cfg)["split"]))
+    target_train = {r["image_id"] for r in rows if r["domain"] == "target" and r["split"] == "train"}
+    assert len(labelled) == 2 and labelled <= target_train
+    assert (stage_dir(cfg.paths.workdir, "split", fingerprints(cfg)["split"]) / SPLIT_FILE).exists()
 
 
 def test_synthia_source_ingests(tmp_path):

@@ -22,12 +22,13 @@ def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypa
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg)
     monkeypatch.undo()
-    assert statuses(cfg) == {"ingest": "complete", "caption": "complete", "embed_text": "interrupted",
+    assert statuses(cfg) == {"ingest": "complete", "split": "complete", "caption": "complete",
+                             "embed_text": "interrupted",
                              "train": "pending", "evaluate": "pending", "report": "pending"}
 
     outcomes = run_pipeline(cfg)
     assert [(o.stage, o.skipped) for o in outcomes] == [
-        ("ingest", True), ("caption", True), ("embed_text", False), ("train", False), ("evaluate", False),
+        ("ingest", True), ("split", True), ("caption", True), ("embed_text", False), ("train", False), ("evaluate", False),
         ("report", False)]
     assert set(statuses(cfg).values()) == {"complete"}
     assert outcomes[-2].record.details["images"] == 4

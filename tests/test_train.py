@@ -7,17 +7,15 @@ import torch
 
 import stages.train as train
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
-from stages.ingest import INDEX_FILE
 
 
 @pytest.fixture
 def loop_config(small_config, ray_local, tmp_path):
     cfg = small_config("train.iterations=4", "train.checkpoint_every=2", "train.log_every=1")
-    run_pipeline(cfg, ["ingest", "caption", "embed_text"])
+    run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
     fps, workdir = fingerprints(cfg), cfg.paths.workdir
-    return {"cfg": cfg.model_dump(mode="json"), "index": str(stage_dir(workdir, "ingest", fps["ingest"]) / INDEX_FILE),
-            "text_store": str(stage_dir(workdir, "embed_text", fps["embed_text"])), "out_dir": str(tmp_path / "t"),
-            "use_ray": False}
+    inputs = {name: stage_dir(workdir, name, fps[name]) for name in train.INPUTS}
+    return train.worker_config(cfg, inputs, tmp_path / "t", workdir, use_ray=False)
 
 
 def test_train_func_runs_without_ray_and_resumes_from_its_checkpoint(loop_config, monkeypatch):

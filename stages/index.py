@@ -1,0 +1,57 @@
+"""The image index that ingest writes and every later stage reads (DESIGN §1).
+
+Paths in the index are relative to their dataset root; ``dataset_roots`` finds the roots from the config
+and ``read_index`` joins them, so a work directory and a dataset can each move without re-doing work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import DataConfig
+
+INDEX_FILE = "index.parquet"
+DEMO_DIR = Path("data") / "demo"  # under the work directory
+DEMO_LAYOUTS = {"source": "gta5", "target": "cityscapes"}  # the demo world is written in these layouts
+
+INDEX_SCHEMA = pa.schema([
+    ("image_id", pa.string()),  # <dataset>/<split>/<stem>: the same wherever the dataset lies
+    ("dataset", pa.string()),  # the layout it was read in: gta5, synthia or cityscapes
+    ("domain", pa.string()),  # source or target
+    ("split", pa.string()),  # train or val
+    ("image_path", pa.string()),  # relative to the domain's root
+    ("label_path", pa.string()),  # relative to the domain's root; null when the image has no label file
+    ("image_hash", pa.string()),  # blake2b of the file's bytes
+    ("label_hash", pa.string()),
+    ("height", pa.int32()), ("width", pa.int32()),
+])
+
+
+def dataset_roots(data: DataConfig, workdir: Path) -> dict[str, Path]:
+    """Absolute root of the source and target datasets (the demo world lives in the work directory)."""
+    roots = {}
+    for role, dom in (("source", data.source), ("target", data.target)):
+        if dom.name == "demo":
+            roots[role] = Path(workdir).resolve() / DEMO_DIR / DEMO_LAYOUTS[role]
+        else:
+            roots[role] = Path(dom.root).expanduser().resolve()
+    return roots
+
+
+def resolve_rows(rows: list[dict[str, Any]], roots: dict[str, Path | str]) -> list[dict[str, Any]]:
+    """Index rows with ``image_path`` and ``label_path`` made absolute under their domain's root."""
+    out = []
+    for r in rows:
+        root = Path(roots[r["domain"]])
+        out.append({**r, "image_path": str(root / r["image_path"]),
+                    "label_path": str(root / r["label_path"]) if r.get("label_path") else None})
+    return out
+
+
+def read_index(path: Path | str, roots: dict[str, Path | str]) -> list[dict[str, Any]]:
+    """The index as rows with absolute paths."""
+    return resolve_rows(pq.read_table(path).to_pylist(), roots)

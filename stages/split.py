@@ -1,0 +1,84 @@
+"""Stage 2, split: which target train images are labelled (DESIGN §6).
+
+N images chosen from a seed (``data.labelled_target``, ``data.seed``), or a user's list
+(``data.split_file``, fingerprinted by its content, not its path). Writes ``labelled.txt`` (one image_id
+a line). Training depends on the ``labelled`` digest, the list of ids itself: two ways of naming the same
+split train the same model once, and a label sweep never touches captions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.config import Config, DataConfig
+from pipeline.stage import StageContext, StageError, StageResult, digest
+from pipeline.store import write_atomic
+from stages.index import INDEX_FILE
+
+NAME = "split"
+VERSION = 1
+INPUTS = ("ingest",)
+INPUT_DIGESTS = {"ingest": "index"}
+SPLIT_FILE = "labelled.txt"
+
+
+def split_file_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, entry) of a split file, without blank lines and # comments."""
+    lines = enumerate(Path(path).read_text().splitlines(), 1)
+    return [(n, line.strip()) for n, line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def fingerprint_config(cfg: Config) -> dict[str, Any]:
+    data = cfg.data
+    if data.split_file is not None:
+        entries = sorted(e for _, e in split_file_lines(data.split_file))
+        return {"data": {"split_file": "content sha256:" + hashlib.sha256("\n".join(entries).encode()).hexdigest()}}
+    return {"data": {"labelled_target": data.labelled_target, "seed": data.seed}}
+
+
+def labelled_split(train_ids: list[str], data: DataConfig) -> list[str]:
+    """The labelled target images, sorted: a user's split file, or N chosen from the seed."""
+    if data.split_file is not None:
+        known, chosen = set(train_ids), set()
+        for lineno, name in split_file_lines(data.split_file):
+            match = _match_split_name(name, known)
+            if match is None:
+                raise StageError(f"{data.split_file}:{lineno}: {name!r} is not a target train image")
+            chosen.add(match)
+        return sorted(chosen)
+    n = len(train_ids) if data.labelled_target == "all" else data.labelled_target
+    if n > len(train_ids):
+        raise StageError(f"data.labelled_target: {n} asked for, the target has {len(train_ids)} train images")
+    # Rank by a hash of (seed, id): the same seed gives the same list on any machine and in any file order.
+    ranked = sorted(train_ids, key=lambda i: hashlib.sha256(f"{data.seed}:{i}".encode()).hexdigest())
+    return sorted(ranked[:n])
+
+
+def _match_split_name(name: str, known: set[str]) -> str | None:
+    """A split line may be an image_id, a file name or a Cityscapes stem (aachen_000000_000019)."""
+    if name in known:
+        return name
+    stem = Path(name).name.removesuffix(".png").removesuffix("_leftImg8bit")
+    candidates = [k for k in known if k.rsplit("/", 1)[-1] == stem]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def read_split(out_dir: Path) -> set[str]:
+    """The labelled image ids a split stage wrote."""
+    return set(Path(out_dir, SPLIT_FILE).read_text().split())
+
+
+def run(ctx: StageContext) -> StageResult:
+    index = pq.read_table(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "domain", "split"]).to_pylist()
+    train_ids = [r["image_id"] for r in index if r["domain"] == "target" and r["split"] == "train"]
+    chosen = labelled_split(train_ids, ctx.cfg.data)
+    write_atomic(ctx.out_dir / SPLIT_FILE, lambda tmp: tmp.write_text("".join(f"{i}\n" for i in chosen)))
+    source = str(ctx.cfg.data.split_file) if ctx.cfg.data.split_file else \
+        f"{ctx.cfg.data.labelled_target} from seed {ctx.cfg.data.seed}"
+    return StageResult(len(chosen), {"labelled": len(chosen), "unlabelled": len(train_ids) - len(chosen),
+                                     "from": source, "split_file": str(ctx.out_dir / SPLIT_FILE)},
+                       digests={"labelled": digest(chosen)})
