@@ -32,24 +32,44 @@ def dyce_by_hand(logits, target, hard_ratio, omega, ignore=255):
     return total / f_h**omega
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# kthvalue is the CPU default, topk the CUDA one; both are checked on every device there is
+SELECTIONS = [(d, s) for d in DEVICES for s in ("kthvalue", "topk")]
+
+
+@pytest.mark.parametrize("device,select", SELECTIONS)
 @pytest.mark.parametrize("hard_ratio,omega", [(0.2, 0.5), (0.5, 0.0), (1.0, 0.3), (0.37, 1.0)])
-def test_dyce_matches_equation_9(hard_ratio, omega):
+def test_dyce_matches_equation_9(hard_ratio, omega, device, select):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 6, 7, generator=g) * 3
     target = torch.randint(0, 5, (2, 6, 7), generator=g)
     target[0, :2] = 255
-    got = DyCELoss(hard_ratio, omega)(logits, target)
+    got = DyCELoss(hard_ratio, omega, select=select)(logits.to(device), target.to(device))
     assert got.item() == pytest.approx(dyce_by_hand(logits, target, hard_ratio, omega), rel=1e-5)
 
 
-def test_ties_keep_exactly_the_mined_count():
+@pytest.mark.parametrize("device,select", SELECTIONS)
+def test_ties_keep_exactly_the_mined_count(device, select):
     """Constant logits give every pixel the same CE: H must still hold ⌈h·N⌉ pixels (the first ones)."""
     logits = torch.zeros(2, 4, 5, 5)
     target = torch.randint(0, 4, (2, 5, 5), generator=torch.Generator().manual_seed(5))
     target[0, 0] = 255
     for omega in (0.0, 0.5, 1.0):
-        got = DyCELoss(0.3, omega)(logits, target).item()
+        got = DyCELoss(0.3, omega, select=select)(logits.to(device), target.to(device)).item()
         assert got == pytest.approx(dyce_by_hand(logits, target, 0.3, omega), rel=1e-6)
+
+
+@pytest.mark.parametrize("select", ["kthvalue", "topk"])
+def test_both_selections_mine_the_same_pixels(select):
+    g = torch.Generator().manual_seed(7)
+    ce = torch.randint(0, 4, (500,), generator=g).float()  # many ties
+    valid = torch.rand(500, generator=g) > 0.2
+    k = torch.tensor(37)
+    hard = DyCELoss(0.2, select=select)._hardest(ce, valid, k)
+    assert int(hard.sum()) == 37 and not (hard & ~valid).any()
+    order = sorted(range(500), key=lambda i: (-ce[i].item(), i))  # largest first, earliest first among ties
+    expected = [i for i in order if valid[i]][:37]
+    assert sorted(torch.nonzero(hard).flatten().tolist()) == sorted(expected)
 
 
 def test_omega_one_is_mean_ce_over_mined_pixels():
@@ -82,10 +102,11 @@ def test_ignored_pixels_never_contribute():
     changed[0, :, :3] = 1e4  # huge logits at ignored pixels change nothing
     assert DyCELoss(0.5, 0.5)(changed, target).item() == pytest.approx(loss.item())
     empty = torch.full((1, 6, 6), 255)
-    z = torch.randn(1, 4, 6, 6, requires_grad=True)
-    out = DyCELoss()(z, empty)
-    out.backward()
-    assert out.item() == 0 and torch.all(z.grad == 0)
+    for select in ("kthvalue", "topk"):
+        z = torch.randn(1, 4, 6, 6, requires_grad=True)
+        out = DyCELoss(select=select)(z, empty)
+        out.backward()
+        assert out.item() == 0 and torch.all(z.grad == 0)
 
 
 def test_finite_under_bf16_autocast_with_extreme_logits():
