@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -143,7 +143,8 @@ class TrainConfig(Section):
     cpus_per_worker: int = Field(1, ge=1)
     use_gpu: bool | Literal["auto"] = "auto"
     amp: bool = True  # bf16 autocast on GPU
-    loader_workers: int = Field(0, ge=0)  # DataLoader processes per rank
+    loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # DataLoader processes per stream; auto: (cpus_per_worker - 1) / streams
+    max_failures: int = Field(3, ge=0)  # Ray Train restarts of a failed worker group, each from the last checkpoint
     seed: int = 0
 
 

@@ -22,10 +22,12 @@ from pipeline.config import Config
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
+from stages.checkpoint import load_checkpoint
 from stages.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE, load_label
 from stages.embed_text import TextEmbeddingStore
+from stages.images import read_rgb, resize_image
 from stages.index import INDEX_FILE, dataset_roots, read_index
-from stages.train import CHECKPOINT, SETUP, load_checkpoint, normalize
+from stages.train import CHECKPOINT, SETUP, normalize
 
 NAME = "evaluate"
 VERSION = 3  # 2: writes run.json for the report; 3: relative index paths, run.json from train's setup
@@ -91,10 +93,8 @@ def miou(iou: np.ndarray, class_set: int) -> float:
 
 def load_model(ckpt_path: Path, cfg: Config, which: str, device: torch.device) -> Segmentor:
     ckpt = load_checkpoint(ckpt_path, device)
-    if ckpt is None:
-        raise StageError(f"{ckpt_path}: no checkpoint to evaluate")
-    model = build_segmentor(cfg.model, ckpt["meta"]["text_dim"], ckpt["meta"]["num_classes"])
-    model.load_state_dict(ckpt[which])
+    model = build_segmentor(cfg.model, ckpt.meta["text_dim"], ckpt.meta["num_classes"])
+    model.load_state_dict(getattr(ckpt, which))
     return model.to(device).eval()
 
 
@@ -118,11 +118,10 @@ def run(ctx: StageContext) -> StageResult:
     with progress("evaluate", total=len(rows), unit="images") as advance:
         for k, row in enumerate(rows):
             label = load_label(row["label_path"], "cityscapes")
-            with Image.open(row["image_path"]) as im:
-                image = im.convert("RGB")
+            image = read_rgb(row["image_path"])
             if cfg.train.target_size is not None:
-                image = image.resize(cfg.train.target_size, Image.BILINEAR)
-            x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+                image = resize_image(image, cfg.train.target_size)  # as training saw the target
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div(255)
             text, mask = store.batch([row["image_id"]], cfg.model.max_tokens)
             probs = predict(model, normalize(x), text.to(device), mask.to(device), cfg.train.crop_size, n,
                             cfg.eval.sliding_window)

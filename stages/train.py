@@ -1,14 +1,16 @@
-"""Stage 4, train: the SSDA student and EMA teacher (paper §3.3-3.4, DESIGN §4-5) under Ray Train.
+"""Stage 5, train: the SSDA student and EMA teacher (paper §3.3-3.4, DESIGN §4-5) under Ray Train.
 
 ``train_func(config)`` is the per-worker function. It runs under Ray Train's ``TorchTrainer`` (DDP across
-workers) and also on its own with world size 1, for profiling and benchmarks. A step:
+workers, ``FailureConfig``: a dead worker is replaced and training goes on from the last checkpoint) and also
+on its own with world size 1, for profiling and benchmarks. A step:
 
     pseudo-labels from the teacher on the weak view of the unlabelled target
     L = L_DyCE(source ∪ labelled target) + λ_CT · L_CT(student on the strong view, pseudo-labels)
     AdamW step, then θ_T ← α θ_T + (1 − α) θ_S
 
-Checkpoints (``checkpoints/last.pt``) are written whole by rank 0 every ``train.checkpoint_every`` steps;
-a restarted run continues from the last one.
+Checkpoints (``checkpoints/last.safetensors``, no pickle) are written whole by rank 0 every
+``train.checkpoint_every`` steps and reported to Ray Train; a restarted run continues from the last one,
+drawing the same batches an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,26 +26,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from models.losses import build_supervised_loss, consistency_loss
 from models.segmentor import Segmentor, build_segmentor, ema_update, make_teacher
 from pipeline.config import Config, ModelConfig, TrainConfig
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import atomic_path, write_json
-from stages.datasets import CLASSES, IGNORE, load_label
+from pipeline.store import write_json
+from stages.checkpoint import Checkpoint, checkpoint_step, load_checkpoint, save_checkpoint, set_rng_state
+from stages.datasets import CLASSES
 from stages.embed_text import TextEmbeddingStore
 from stages.index import INDEX_FILE, dataset_roots, read_index
+from stages.loader import STREAMS, Streams, default_workers, stream
 from stages.split import read_split
 
 NAME = "train"
-VERSION = 2  # 2: the labelled split is an input of its own
+VERSION = 3  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors
 INPUTS = ("ingest", "split", "embed_text")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
-EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every"}
-CHECKPOINT = "checkpoints/last.pt"
+EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
+CHECKPOINT = "checkpoints/last.safetensors"
 METRICS = "metrics.jsonl"
 SETUP = "setup.json"  # what this training actually used: the report's CT/DyCE/VLP/DLG columns
 NUM_CLASSES = len(CLASSES)
@@ -58,73 +59,6 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
 
 
 # data ------------------------------------------------------------------------------------------------
-class CropSet(Dataset):
-    """Images (and labels) resized, randomly cropped to a square and flipped: dicts of tensors.
-
-    Keys: ``image`` (3, S, S) float in [0, 1]; ``label`` (S, S) int64 trainIds (255 where absent);
-    ``image_id`` str.
-    """
-
-    def __init__(self, rows: list[dict], dataset: str, crop: int, resize: tuple[int, int] | None):
-        self.rows, self.dataset, self.crop, self.resize = rows, dataset, crop, resize
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.rows[i]
-        with Image.open(row["image_path"]) as im:
-            image = im.convert("RGB")
-        label = load_label(row["label_path"], self.dataset) if row["label_path"] else \
-            np.full((image.height, image.width), IGNORE, np.uint8)
-        if self.resize is not None:
-            image = image.resize(self.resize, Image.BILINEAR)
-            label = np.asarray(Image.fromarray(label).resize(self.resize, Image.NEAREST))
-        image_t = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
-        image_t, label_t = random_crop_flip(image_t, torch.from_numpy(label.astype(np.int64)), self.crop)
-        return {"image": image_t, "label": label_t, "image_id": row["image_id"]}
-
-
-def random_crop_flip(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad (label with 255) to at least size×size, take a random crop, flip half the time."""
-    _, h, w = image.shape
-    ph, pw = max(size - h, 0), max(size - w, 0)
-    if ph or pw:
-        image = F.pad(image, (0, pw, 0, ph))
-        label = F.pad(label, (0, pw, 0, ph), value=IGNORE)
-    _, h, w = image.shape
-    top, left = random.randint(0, h - size), random.randint(0, w - size)
-    image, label = image[:, top:top + size, left:left + size], label[top:top + size, left:left + size]
-    if random.random() < 0.5:
-        image, label = image.flip(-1), label.flip(-1)
-    return image, label
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def endless(dataset: CropSet, batch_size: int, workers: int, seed: int) -> Iterator[dict[str, Any]]:
-    """Batches drawn with replacement, forever (a stream of the SSDA setting)."""
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * 1000, generator=gen)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                            worker_init_fn=_seed_worker, drop_last=True, persistent_workers=False)
-        yield from loader
-
-
-@dataclass
-class Streams:
-    """The three data streams of SSDA; ``labelled_target`` and ``unlabelled`` may be None."""
-
-    source: Iterator[dict[str, Any]]
-    labelled_target: Iterator[dict[str, Any]] | None
-    unlabelled: Iterator[dict[str, Any]] | None
-
-
 @dataclass(frozen=True)
 class TrainingSet:
     """The rows of the three streams (absolute paths); ``unlabelled`` is empty when CT is off."""
@@ -146,17 +80,14 @@ def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[st
     return TrainingSet(src, [r for r in target_train if r["image_id"] in labelled], unlabelled if uses_ct else [])
 
 
-def build_streams(data: TrainingSet, cfg: Config, seed: int) -> Streams:
-    t = cfg.train
-
-    def stream(items: list[dict], size: tuple[int, int] | None, k: int):
-        if not items:
-            return None
-        return endless(CropSet(items, items[0]["dataset"], t.crop_size, size), t.batch_size, t.loader_workers,
-                       seed + k)
-
-    return Streams(stream(data.source, t.source_size, 0), stream(data.labelled_target, t.target_size, 1),
-                   stream(data.unlabelled, t.target_size, 2))
+def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin: bool) -> Streams:
+    """The three streams, each starting at batch ``start``; loader workers from ``train.loader_workers``
+    or, with ``auto``, from the CPUs a train worker has."""
+    n_streams = sum(bool(rows) for rows in (data.source, data.labelled_target, data.unlabelled))
+    workers = default_workers(t.cpus_per_worker, n_streams) if t.loader_workers == "auto" else t.loader_workers
+    sizes = {"source": t.source_size, "labelled_target": t.target_size, "unlabelled": t.target_size}
+    return Streams(*(stream(getattr(data, name), t.crop_size, sizes[name], t.batch_size, seed, k, start, workers,
+                            pin) for k, name in enumerate(STREAMS)))
 
 
 # augmentation ----------------------------------------------------------------------------------------
@@ -205,16 +136,18 @@ def trim(text: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def next_batch(streams: Streams, store: TextEmbeddingStore, max_tokens: int, device: torch.device) -> Batch:
+    """One batch of each stream, on the device: uint8 images become [0, 1] floats there, labels int64."""
     parts = [next(streams.source)] + ([next(streams.labelled_target)] if streams.labelled_target else [])
     ids = [i for p in parts for i in p["image_id"]]
     text = trim(*store.batch(ids, max_tokens))
     unl = next(streams.unlabelled) if streams.unlabelled else None
     unl_text = trim(*store.batch(unl["image_id"], max_tokens)) if unl else None
-    to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    to = lambda t: t.to(device, non_blocking=True)  # noqa: E731  (pinned memory: an asynchronous copy)
+    image = lambda t: to(t).float().div_(255)  # noqa: E731
     return Batch(
-        to(torch.cat([p["image"] for p in parts])), to(torch.cat([p["label"] for p in parts])),
+        image(torch.cat([p["image"] for p in parts])), to(torch.cat([p["label"] for p in parts])).long(),
         (to(text[0]), to(text[1])),
-        to(unl["image"]) if unl else None,
+        image(unl["image"]) if unl else None,
         (to(unl_text[0]), to(unl_text[1])) if unl_text else None,
     )
 
@@ -258,20 +191,36 @@ def poly_lr(step: int, total: int, power: float) -> float:
     return (1.0 - min(step, total) / total) ** power
 
 
-# checkpoints -----------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, step: int, student: Segmentor, teacher: Segmentor,
-                    optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-    state = {"step": step, "student": student.state_dict(), "teacher": teacher.state_dict(),
-             "optimizer": optimizer.state_dict(), "meta": meta}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-    return torch.load(path, map_location=device, weights_only=False) if Path(path).exists() else None
-
-
 # the worker function ---------------------------------------------------------------------------------
+@dataclass
+class Learner:
+    """What a step changes: student, teacher, optimizer (and its base learning rates)."""
+
+    student: Segmentor
+    teacher: Segmentor
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+
+    def set_lr(self, step: int, t: TrainConfig) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * poly_lr(step, t.iterations, t.lr_power)
+
+    def restore(self, ckpt: Checkpoint) -> int:
+        self.student.load_state_dict(ckpt.student)
+        self.teacher.load_state_dict(ckpt.teacher)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        return ckpt.step
+
+
+def build_learner(cfg: Config, text_dim: int, device: torch.device) -> Learner:
+    t = cfg.train
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    student = build_segmentor(cfg.model, text_dim, NUM_CLASSES).to(device)
+    optimizer = torch.optim.AdamW(student.param_groups(t.lr, t.backbone_lr_mult, t.weight_decay), betas=(0.9, 0.999),
+                                  fused=device.type == "cuda")  # one kernel for all parameters on GPU
+    return Learner(student, make_teacher(student), optimizer, [g["lr"] for g in optimizer.param_groups])
+
+
 def _world(use_ray: bool) -> tuple[int, int, torch.device]:
     if use_ray:
         import ray.train
@@ -294,78 +243,104 @@ def _use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
     return torch.cuda.is_available()
 
 
-def train_func(config: dict[str, Any]) -> dict[str, float]:
-    """Train for ``train.iterations`` steps; ``config``: cfg (a Config dump), index, roots (domain -> dataset
-    root), split (the split stage's directory), text_store, out_dir, use_ray.
+def latest_checkpoint(out_dir: Path, use_ray: bool, device: torch.device) -> Checkpoint | None:
+    """The newest of Ray Train's reported checkpoint (after it restarted a failed worker group) and this
+    stage's own file (rank 0 writes it before reporting; a worker killed right after may leave Ray an older
+    one), or None."""
+    paths = [out_dir / CHECKPOINT]
+    if use_ray:
+        import ray.train
 
-    Returns the last logged metrics.
-    """
+        if (reported := ray.train.get_checkpoint()) is not None:
+            with reported.as_directory() as directory:
+                paths.append(Path(directory) / Path(CHECKPOINT).name)
+                return _newest(paths, device)
+    return _newest(paths, device)
+
+
+def _newest(paths: list[Path], device: torch.device) -> Checkpoint | None:
+    existing = [p for p in paths if p.exists()]
+    return load_checkpoint(max(existing, key=checkpoint_step), device) if existing else None
+
+
+def write_checkpoint(out_dir: Path, step: int, learner: Learner, meta: dict[str, Any], rank: int,
+                     use_ray: bool, metrics: dict[str, Any]) -> None:
+    """Rank 0 writes the checkpoint; under Ray every rank reports (a collective), rank 0 with the checkpoint."""
+    path = out_dir / CHECKPOINT
+    if rank == 0:
+        save_checkpoint(path, step, learner.student, learner.teacher, learner.optimizer, meta)
+    if use_ray:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(path.parent)) if rank == 0
+                         else None)
+
+
+def log_step(out_dir: Path, logs: dict[str, float], rank: int, total: int) -> None:
+    if not math.isfinite(logs["loss"]):
+        raise FloatingPointError(f"train: loss is {logs['loss']} at step {logs['step']}")
+    if rank == 0:
+        with open(out_dir / METRICS, "a") as fh:
+            fh.write(json.dumps(logs) + "\n")
+        console.print(f"  train: step {logs['step']}/{total}  loss {logs['loss']:.4f}  "
+                      f"{logs['sec_per_iter']:.3f} s/it")
+
+
+def seed_step_rngs(seed: int, rank: int, start: int, ckpt: Checkpoint | None) -> None:
+    """The generators the step draws from (strong augmentation): from the checkpoint on rank 0, else seeded."""
+    if ckpt is not None and rank == 0:
+        set_rng_state(ckpt.rng)
+        return
+    random.seed(seed + 1000 * rank + start)
+    np.random.seed((seed + 1000 * rank + start) % 2**32)
+    torch.manual_seed(seed + 1000 * rank + start)
+
+
+def train_func(config: dict[str, Any]) -> dict[str, float]:
+    """Train for ``train.iterations`` steps; ``config`` as ``worker_config`` makes it. Returns the last logs."""
     cfg = Config.model_validate(config["cfg"])
-    t = cfg.train
-    out_dir, use_ray = Path(config["out_dir"]), bool(config.get("use_ray", False))
+    t, out_dir, use_ray = cfg.train, Path(config["out_dir"]), bool(config.get("use_ray", False))
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, device = _world(use_ray)
     if not use_ray and not _use_gpu(t):
         device = torch.device("cpu")
     if use_ray and device.type == "cpu":
         torch.set_num_threads(t.cpus_per_worker)  # Ray pins a worker to its CPU share
-    random.seed(t.seed + rank)
-    torch.manual_seed(t.seed)  # the same initial weights on every rank
     store = TextEmbeddingStore(config["text_store"])
-    student = build_segmentor(cfg.model, store.dim, NUM_CLASSES).to(device)
-    teacher = make_teacher(student)
-    optimizer = torch.optim.AdamW(student.param_groups(t.lr, t.backbone_lr_mult, t.weight_decay),
-                                  betas=(0.9, 0.999))
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    ckpt_path = out_dir / CHECKPOINT
-    start = 0
-    if (ckpt := load_checkpoint(ckpt_path, device)) is not None:
-        student.load_state_dict(ckpt["student"])
-        teacher.load_state_dict(ckpt["teacher"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start = ckpt["step"]
-        if rank == 0:
-            console.print(f"  train: resuming from step {start} ({ckpt_path})")
-    model = student
+    learner = build_learner(cfg, store.dim, device)
+    ckpt = latest_checkpoint(out_dir, use_ray, device)
+    start = learner.restore(ckpt) if ckpt is not None else 0
+    if ckpt is not None and rank == 0:
+        console.print(f"  train: resuming from step {start}")
+    seed_step_rngs(t.seed, rank, start, ckpt)
+    model = learner.student
     if use_ray and world > 1:
         import ray.train.torch
 
-        model = ray.train.torch.prepare_model(student, move_to_device=False)
+        model = ray.train.torch.prepare_model(learner.student, move_to_device=False)
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
-    streams = build_streams(data, cfg, seed=t.seed + 1000 * rank + start)
+    streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
-    amp = t.amp and device.type == "cuda"
     meta = {"text_dim": store.dim, "num_classes": NUM_CLASSES}
     logs: dict[str, float] = {}
     tic = time.perf_counter()
-    student.train()
+    learner.student.train()
     for step in range(start, t.iterations):
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * poly_lr(step, t.iterations, t.lr_power)
+        learner.set_lr(step, t)
         batch = next_batch(streams, store, cfg.model.max_tokens, device)
-        loss, step_logs = train_step(batch, model, teacher, sup_loss, cfg, amp)
-        optimizer.zero_grad(set_to_none=True)
+        loss, step_logs = train_step(batch, model, learner.teacher, sup_loss, cfg, t.amp and device.type == "cuda")
+        learner.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        ema_update(teacher, student, t.ema_alpha)  # Eq. 6
+        learner.optimizer.step()
+        ema_update(learner.teacher, learner.student, t.ema_alpha)  # Eq. 6
         done = step + 1
-        if done % t.log_every == 0 or done == t.iterations:
-            logs = {k: v.item() for k, v in step_logs.items()}
-            if not math.isfinite(logs["loss"]):
-                raise FloatingPointError(f"train: loss is {logs['loss']} at step {done}")
-            logs.update(step=done, lr=optimizer.param_groups[-1]["lr"],
-                        sec_per_iter=(time.perf_counter() - tic) / (done - start))
-            if rank == 0:
-                with open(out_dir / METRICS, "a") as fh:
-                    fh.write(json.dumps(logs) + "\n")
-                console.print(f"  train: step {done}/{t.iterations}  loss {logs['loss']:.4f}  "
-                              f"{logs['sec_per_iter']:.3f} s/it")
-            if use_ray:
-                import ray.train
-
-                ray.train.report(logs)
-        if rank == 0 and (done % t.checkpoint_every == 0 or done == t.iterations):
-            save_checkpoint(ckpt_path, done, student, teacher, optimizer, meta)
+        if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
+            logs = {k: v.item() for k, v in step_logs.items()} | {
+                "step": done, "lr": learner.optimizer.param_groups[-1]["lr"],
+                "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
+            log_step(out_dir, logs, rank, t.iterations)
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            write_checkpoint(out_dir, done, learner, meta, rank, use_ray, logs | {"step": done})
     return logs
 
 
@@ -407,25 +382,32 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     }
 
 
+def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> None:
+    """``func`` (default ``train_func``) on ``train.workers`` DDP workers; a failed worker group is restarted
+    up to ``train.max_failures`` times, each time from the last reported checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(
+        func or train_func, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=_use_gpu(t, on_ray=True),
+                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(Path(config["out_dir"], "ray")),
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    ).fit()
+
+
 def run(ctx: StageContext) -> StageResult:
     t = ctx.cfg.train
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
     write_json(describe(ctx.cfg, training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)),
                ctx.out_dir / SETUP)
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from pipeline.shards import init_ray
 
     init_ray(ctx.cfg.cluster)
-    trainer = TorchTrainer(
-        train_func, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=_use_gpu(t, on_ray=True),
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
-        run_config=RunConfig(name=f"train-{ctx.fingerprint[:12]}", storage_path=str((ctx.out_dir / "ray").resolve())),
-    )
     console.print(f"  train: {t.iterations} iterations on {t.workers} worker(s) under Ray Train")
-    trainer.fit()
+    fit_on_ray(config, t, f"train-{ctx.fingerprint[:12]}")
     metrics = read_metrics(ctx.out_dir)
     if not metrics or metrics[-1]["step"] != t.iterations:
         raise StageError(f"{ctx.out_dir / METRICS}: training ended before step {t.iterations}")
