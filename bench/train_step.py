@@ -1,11 +1,17 @@
-"""Trainer step time with cached language embeddings vs. captioning and embedding inside the step.
+"""Training step time and loader throughput.
 
-The public reference code runs the captioner and the text encoder inside every training step; this pipeline
-reads F_L from the embed_text store. Both variants run the same train_step on the demo world with the tiny
-models (CPU), or with --full the full-size architectures (ViT-B/16 student, BLIP-2 OPT-2.7b, CLIP text
-tower; random weights) where a GPU is present.
+Default (tiny models, the demo world, CPU): a step with cached language embeddings vs. captioning and
+embedding inside the step, as the public reference code does.
+
+``--full``: the paper's sizes (ViT-B/16 student + EMA teacher, DLG 256, decoder 256, 2+2+2 crops of 512²,
+bf16 and fused AdamW on GPU; random weights), on real-size PNGs written to a temporary directory in the
+official layouts (GTA5 1914×1052 resized to 1280×720, Cityscapes 2048×1024 resized to 1024×512). Measures
+  - loader samples/s on one core (CropSet alone; OpenCV, and PIL decode for comparison);
+  - s/step with a synthetic batch already on the device (the model alone);
+  - s/step with the real loader (``--loader-workers`` processes per stream, pinned memory on GPU).
 
 Usage: uv run python bench/train_step.py [--steps 20]
+       uv run python bench/train_step.py --full [--steps 20] [--images 12] [--loader-workers 4]
 """
 
 from __future__ import annotations
@@ -15,19 +21,31 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import torch
+from PIL import Image
 
 from models.captioner import default_device, load_captioner
 from models.losses import build_supervised_loss
-from models.segmentor import build_segmentor, make_teacher
 from models.text import end_positions, load_text_encoder
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
-from stages.embed_text import TextEmbeddingStore
-from stages.ingest import INDEX_FILE
-from stages.train import NUM_CLASSES, Batch, build_streams, next_batch, train_step, trim
+from pipeline.store import write_parquet
+from stages import demo_world
+from stages.datasets import TRAIN_TO_CITYSCAPES_ID
+from stages.embed_text import TextEmbeddingStore, embedding_table
+from stages.loader import CropSet
+from stages.split import read_split
+from stages.train import Batch, build_learner, build_streams, next_batch, train_step, training_set, trim
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# default: cached vs in-step language, tiny models ------------------------------------------------------
 class InStepLanguage:
     """F_L computed inside the step: caption the batch's images, then embed the captions."""
 
@@ -46,21 +64,24 @@ class InStepLanguage:
         return trim(emb, mask)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args()
+def training_inputs(cfg, workdir: Path):
+    fps = fingerprints(cfg)
+    index = stage_dir(workdir, "ingest", fps["ingest"]) / "index.parquet"
+    from stages.index import dataset_roots
+
+    roots = {k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()}
+    return training_set(index, roots, read_split(stage_dir(workdir, "split", fps["split"])), cfg)
+
+
+def tiny_language(steps: int) -> None:
     device = default_device()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [f"paths.workdir={tmp}", "data.demo.n_source=64", "data.demo.n_target_train=64",
                                  "data.demo.n_target_val=4"])
-        run_pipeline(cfg, ["ingest", "caption", "embed_text"])
-        fps, workdir = fingerprints(cfg), Path(tmp)
-        store = TextEmbeddingStore(stage_dir(workdir, "embed_text", fps["embed_text"]))
-        streams = build_streams(stage_dir(workdir, "ingest", fps["ingest"]) / INDEX_FILE, cfg, seed=0)
-        student = build_segmentor(cfg.model, store.dim, NUM_CLASSES).to(device)
-        teacher = make_teacher(student)
-        optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
+        run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
+        store = TextEmbeddingStore(stage_dir(Path(tmp), "embed_text", fingerprints(cfg)["embed_text"]))
+        streams = build_streams(training_inputs(cfg, Path(tmp)), cfg.train, seed=0, start=0, pin=False)
+        learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, 0.2, 0.5, 255)
         in_step = InStepLanguage(cfg, device)
 
@@ -69,24 +90,146 @@ def main() -> None:
             if language == "in-step":  # recompute what the store holds
                 batch = Batch(batch.labelled, batch.labels, in_step(batch.labelled), batch.unlabelled,
                               in_step(batch.unlabelled))
-            loss, _ = train_step(batch, student, teacher, loss_fn, cfg, amp=False)
-            optimizer.zero_grad()
+            loss, _ = train_step(batch, learner.student, learner.teacher, loss_fn, cfg, amp=False)
+            learner.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
+            learner.optimizer.step()
 
         results = {}
         for language in ("cached", "in-step", "cached"):
             step(language)  # warm-up
             t0 = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(steps):
                 step(language)
-            results[language] = (time.perf_counter() - t0) / args.steps
+            results[language] = (time.perf_counter() - t0) / steps
         n = cfg.train.batch_size
         print(f"tiny models on {device}, {3 * n} images per step ({cfg.train.crop_size}px crops), "
               f"{torch.get_num_threads()} threads:")
         print(f"  cached F_L (embed_text store): {1000 * results['cached']:.0f} ms/step")
         print(f"  captions + F_L in the step:    {1000 * results['in-step']:.0f} ms/step "
               f"({results['in-step'] / results['cached']:.2f}x)")
+
+
+# --full: paper sizes, real-size PNGs ---------------------------------------------------------------------
+def write_real_size_world(root: Path, n: int) -> tuple[Path, Path]:
+    """n GTA5-layout frames of 1914×1052 and n Cityscapes-layout train frames of 2048×1024 (demo scenes)."""
+    rng = np.random.default_rng(0)
+    gta5, city = root / "gta5", root / "cityscapes"
+    for i in range(n):
+        for (h, w), style, image_path, label_path in (
+            ((1052, 1914), "source", gta5 / "images" / f"{i:05d}.png", gta5 / "labels" / f"{i:05d}.png"),
+            ((1024, 2048), "target", city / "leftImg8bit" / "train" / "town" / f"town_{i:06d}_000019_leftImg8bit.png",
+             city / "gtFine" / "train" / "town" / f"town_{i:06d}_000019_gtFine_labelIds.png"),
+        ):
+            labels = demo_world.render_labels(rng, h, w)
+            for path, array in ((image_path, demo_world.render_image(rng, labels, style)),
+                                (label_path, TRAIN_TO_CITYSCAPES_ID[labels])):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+    for split_root in ("leftImg8bit", "gtFine"):  # one val image, so the layout is complete
+        src = next((city / split_root / "train" / "town").glob("*.png"))
+        dst = city / split_root / "val" / "town" / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(src.read_bytes())
+    return gta5, city
+
+
+def synthetic_text_store(out_dir: Path, image_ids: list[str], dim: int, n_tokens: int = 16) -> TextEmbeddingStore:
+    """Random caption embeddings of CLIP ViT-B/16's width: the loader and step read them like real ones."""
+    emb = np.random.default_rng(0).standard_normal((len(image_ids), n_tokens, dim)).astype(np.float16)
+    table = embedding_table(pa.array(image_ids), pa.array([0] * len(image_ids), pa.int32()), emb,
+                            np.full(len(image_ids), n_tokens), [False] * len(image_ids), "bench")
+    write_parquet(table.drop_columns(["shard"]), out_dir / "shard-00000.parquet")
+    return TextEmbeddingStore(out_dir)
+
+
+def loader_rate(data_rows: list[dict], dataset: str, resize: tuple[int, int], samples: int) -> float:
+    """Samples/s of CropSet in this process (one core)."""
+    crop_set = CropSet(data_rows, dataset, 512, resize)
+    crop_set[(0, 0)]  # warm-up
+    t0 = time.perf_counter()
+    for i in range(samples):
+        crop_set[(i % len(data_rows), i)]
+    return samples / (time.perf_counter() - t0)
+
+
+def pil_decode_rate(paths: list[str], samples: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(samples):
+        with Image.open(paths[i % len(paths)]) as im:
+            np.asarray(im.convert("RGB"))
+    return samples / (time.perf_counter() - t0)
+
+
+def time_steps(next_fn, learner, loss_fn, cfg, device, steps: int) -> float:
+    amp = device.type == "cuda"
+    for k in range(steps + 2):  # two warm-up steps
+        if k == 2:
+            sync(device)
+            t0 = time.perf_counter()
+        loss, _ = train_step(next_fn(), learner.student, learner.teacher, loss_fn, cfg, amp)
+        learner.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        learner.optimizer.step()
+        from models.segmentor import ema_update
+
+        ema_update(learner.teacher, learner.student, cfg.train.ema_alpha)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def full(steps: int, images: int, loader_workers: int) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        gta5, city = write_real_size_world(tmp / "data", images)
+        print(f"wrote {images} GTA5 (1914x1052) and {images} Cityscapes (2048x1024) PNGs in "
+              f"{time.perf_counter() - t0:.0f} s; mean size "
+              f"{np.mean([p.stat().st_size for p in gta5.glob('images/*.png')]) / 1e6:.1f} MB (GTA5), "
+              f"{np.mean([p.stat().st_size for p in city.glob('leftImg8bit/train/*/*.png')]) / 1e6:.1f} MB")
+        cfg = load_config(Path(__file__).parent.parent / "configs" / "gta5_cityscapes.yaml", [
+            f"data.source.root={gta5}", f"data.target.root={city}", f"paths.workdir={tmp / 'work'}",
+            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}"])
+        run_pipeline(cfg, ["ingest", "split"])
+        data = training_inputs(cfg, tmp / "work")
+        ids = [r["image_id"] for r in data.source + data.labelled_target + data.unlabelled]
+        store = synthetic_text_store(tmp / "text", ids, dim=512)
+
+        n = min(40, 4 * images)
+        src_rate = loader_rate(data.source, "gta5", cfg.train.source_size, n)
+        tgt_rate = loader_rate(data.labelled_target, "cityscapes", cfg.train.target_size, n)
+        pil_rate = pil_decode_rate([r["image_path"] for r in data.source], n)
+        print(f"loader, one core: GTA5 {src_rate:.1f} samples/s (decode + resize 1280x720 + crop), Cityscapes "
+              f"{tgt_rate:.1f} samples/s (resize 1024x512); PIL decode alone of the GTA5 frames {pil_rate:.1f}/s")
+
+        learner = build_learner(cfg, store.dim, device)
+        loss_fn = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)
+        streams = build_streams(data, cfg.train, seed=0, start=0, pin=device.type == "cuda")
+        fixed = next_batch(streams, store, cfg.model.max_tokens, device)
+        synthetic = time_steps(lambda: fixed, learner, loss_fn, cfg, device, steps)
+        real = time_steps(lambda: next_batch(streams, store, cfg.model.max_tokens, device), learner, loss_fn, cfg,
+                          device, steps)
+        b = cfg.train.batch_size
+        print(f"paper size on {where}: {b}+{b}+{b} crops of 512², ViT-B/16 + EMA teacher, DLG 256, "
+              f"{'bf16, fused AdamW' if device.type == 'cuda' else 'fp32'}:")
+        print(f"  synthetic batch on the device: {synthetic:.3f} s/step")
+        print(f"  real loader ({loader_workers} worker(s) per stream): {real:.3f} s/step "
+              f"(needs {3 * b / real:.0f} samples/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--full", action="store_true", help="paper sizes on real-size PNGs")
+    parser.add_argument("--images", type=int, default=12, help="--full: images per domain to write")
+    parser.add_argument("--loader-workers", type=int, default=4, help="--full: loader processes per stream")
+    args = parser.parse_args()
+    if args.full:
+        full(args.steps, args.images, args.loader_workers)
+    else:
+        tiny_language(args.steps)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,26 @@ import pytest
 import torch
 
 import stages.train as train
+from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from stages.checkpoint import CheckpointError, load_checkpoint
+from tests.conftest import small_overrides
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, ray_local):
+    """The stages training reads, run once for this module."""
+    cfg = load_config(None, small_overrides(tmp_path_factory.mktemp("train") / "w", "train.iterations=6",
+                                            "train.checkpoint_every=2", "train.log_every=1"))
+    run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
+    fps = fingerprints(cfg)
+    return cfg, {name: stage_dir(cfg.paths.workdir, name, fps[name]) for name in train.INPUTS}
 
 
 @pytest.fixture
-def loop_config(small_config, ray_local, tmp_path):
-    cfg = small_config("train.iterations=6", "train.checkpoint_every=2", "train.log_every=1")
-    run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
-    fps, workdir = fingerprints(cfg), cfg.paths.workdir
-    inputs = {name: stage_dir(workdir, name, fps[name]) for name in train.INPUTS}
-    return train.worker_config(cfg, inputs, tmp_path / "t", workdir, use_ray=False)
+def loop_config(inputs, tmp_path):
+    cfg, dirs = inputs
+    return train.worker_config(cfg, dirs, tmp_path / "t", cfg.paths.workdir, use_ray=False)
 
 
 def checkpoint_of(config) -> Path:
