@@ -126,9 +126,10 @@ def write_real_size_world(root: Path, n: int) -> tuple[Path, Path]:
                                 (label_path, TRAIN_TO_CITYSCAPES_ID[labels])):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(path)
-    for split_root in ("leftImg8bit", "gtFine"):  # one val image, so the layout is complete
-        src = next((city / split_root / "train" / "town").glob("*.png"))
-        dst = city / split_root / "val" / "town" / src.name
+    for kind in ("leftImg8bit", "gtFine_labelIds"):  # one val image, so the layout is complete
+        folder = kind.split("_")[0]
+        src = city / folder / "train" / "town" / f"town_000000_000019_{kind}.png"
+        dst = city / folder / "val" / "town" / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(src.read_bytes())
     return gta5, city
@@ -153,11 +154,38 @@ def loader_rate(data_rows: list[dict], dataset: str, resize: tuple[int, int], sa
     return samples / (time.perf_counter() - t0)
 
 
-def pil_decode_rate(paths: list[str], samples: int) -> float:
+def decode_rates(paths: list[str], samples: int) -> tuple[float, float]:
+    """Images/s of PNG decode alone on one core: PIL, OpenCV."""
+    from stages.images import read_rgb
+
+    rates = []
+    for decode in (lambda p: np.asarray(Image.open(p).convert("RGB")), read_rgb):
+        t0 = time.perf_counter()
+        for i in range(samples):
+            decode(paths[i % len(paths)])
+        rates.append(samples / (time.perf_counter() - t0))
+    return rates[0], rates[1]
+
+
+def previous_loader_rate(rows: list[dict], resize: tuple[int, int], samples: int) -> float:
+    """The loader as it was before OpenCV: PIL decode, PIL bilinear resize, float conversion of the whole
+    image, then the crop (for the before/after figure)."""
+    import random
+
+    import torch.nn.functional as F
+
+    from stages.datasets import load_label
+
     t0 = time.perf_counter()
     for i in range(samples):
-        with Image.open(paths[i % len(paths)]) as im:
-            np.asarray(im.convert("RGB"))
+        row = rows[i % len(rows)]
+        with Image.open(row["image_path"]) as im:
+            image = im.convert("RGB").resize(resize, Image.BILINEAR)
+        label = np.asarray(Image.fromarray(load_label(row["label_path"], row["dataset"])).resize(resize, Image.NEAREST))
+        image_t = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
+        top, left = random.randint(0, image_t.shape[1] - 512), random.randint(0, image_t.shape[2] - 512)
+        image_t = F.pad(image_t, (0, 0))[:, top:top + 512, left:left + 512].contiguous()
+        torch.from_numpy(label.astype(np.int64))[top:top + 512, left:left + 512].contiguous()
     return samples / (time.perf_counter() - t0)
 
 
@@ -200,9 +228,11 @@ def full(steps: int, images: int, loader_workers: int) -> None:
         n = min(40, 4 * images)
         src_rate = loader_rate(data.source, "gta5", cfg.train.source_size, n)
         tgt_rate = loader_rate(data.labelled_target, "cityscapes", cfg.train.target_size, n)
-        pil_rate = pil_decode_rate([r["image_path"] for r in data.source], n)
-        print(f"loader, one core: GTA5 {src_rate:.1f} samples/s (decode + resize 1280x720 + crop), Cityscapes "
-              f"{tgt_rate:.1f} samples/s (resize 1024x512); PIL decode alone of the GTA5 frames {pil_rate:.1f}/s")
+        before = previous_loader_rate(data.source, cfg.train.source_size, n)
+        pil_rate, cv2_rate = decode_rates([r["image_path"] for r in data.source], n)
+        print(f"loader, one core: GTA5 {src_rate:.1f} samples/s (decode + resize 1280x720 + crop; the previous "
+              f"PIL loader: {before:.1f}), Cityscapes {tgt_rate:.1f} samples/s (resize 1024x512); decode alone "
+              f"of a 1914x1052 PNG: PIL {pil_rate:.1f}/s, OpenCV {cv2_rate:.1f}/s")
 
         learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)

@@ -44,7 +44,17 @@ class DenseCLIPEncoder(nn.Module):
         self.patch_size = visual.patch_size[0]
         self.out_channels = visual.proj.shape[1]  # c
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def depth(self) -> int:
+        return len(self.visual.transformer.resblocks)
+
+    @property
+    def width(self) -> int:
+        return self.visual.conv1.out_channels  # token width of the blocks
+
+    def forward(self, images: torch.Tensor, levels: tuple[int, ...] = ()) -> torch.Tensor | tuple:
+        """F_V (B, c, h, w); with ``levels`` (1-based block numbers below the last) also those blocks'
+        patch tokens, each (B, width, h, w), for a multi-level decoder: returns (F_V, [tokens...])."""
         v = self.visual
         x = v.conv1(images)  # (B, width, h, w)
         b, width, h, w = x.shape
@@ -53,11 +63,15 @@ class DenseCLIPEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + resize_pos_embed(v.positional_embedding, (h, w), v.grid_size).to(x.dtype)
         x = v.ln_pre(x)
         blocks = v.transformer.resblocks
-        for block in blocks[:-1]:
+        taken = []
+        for number, block in enumerate(blocks[:-1], 1):
             x = block(x)
+            if number in levels:
+                taken.append(x[:, 1:].transpose(1, 2).reshape(b, width, h, w))  # (B, width, h, w)
         x = value_path(blocks[-1], x)
         x = v.ln_post(x[:, 1:]) @ v.proj  # (B, hw, c)
-        return x.transpose(1, 2).reshape(b, -1, h, w)  # F_V: (B, c, h, w)
+        f_v = x.transpose(1, 2).reshape(b, -1, h, w)  # F_V: (B, c, h, w)
+        return (f_v, taken) if levels else f_v
 
 
 def _clip_visual(name: str, pretrained: str | None) -> nn.Module:

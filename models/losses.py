@@ -84,15 +84,30 @@ def build_supervised_loss(dyce: bool, hard_ratio: float, omega: float, ignore_in
     return DyCELoss(hard_ratio, omega, ignore_index) if dyce else CrossEntropyLoss(ignore_index)
 
 
-def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     threshold: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_labels(teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's hard pseudo-label and its confidence (max softmax), each (B, H, W)."""
+    confidence, pseudo = teacher_logits.detach().float().softmax(dim=1).max(dim=1)
+    return pseudo, confidence
+
+
+def consistency_loss(student_logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
+                     threshold: float | torch.Tensor = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """L_CT (Eq. 4): CE of the student's strong-view prediction against the teacher's hard pseudo-label
     on the weak view, where the teacher's confidence ≥ Th, averaged over all unlabelled pixels.
 
-    Returns the loss and the fraction of pixels that passed the threshold.
+    ``threshold``: Th, or one threshold per class (C,), applied by each pixel's pseudo-label.
+    Returns the loss and the mask of pixels that passed (B, H, W) float.
     """
     with torch.no_grad():
-        confidence, pseudo = teacher_logits.float().softmax(dim=1).max(dim=1)  # (B, H, W)
-        passed = (confidence >= threshold).float()
+        th = threshold[pseudo] if isinstance(threshold, torch.Tensor) else threshold
+        passed = (confidence >= th).float()
     ce = F.cross_entropy(student_logits.float(), pseudo, reduction="none")
-    return (ce * passed).sum() / passed.numel(), passed.mean()
+    return (ce * passed).sum() / passed.numel(), passed
+
+
+def passed_per_class(pseudo: torch.Tensor, passed: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,): the share of each class's pseudo-labelled pixels that passed the threshold (0 where none)."""
+    labels = pseudo.flatten()
+    total = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, torch.ones_like(passed.flatten()))
+    hits = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, passed.flatten())
+    return hits / total.clamp_min(1)

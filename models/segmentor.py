@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.decoder import Decoder
+from models.decoder import Decoder, MultiLevelDecoder
 from models.dlg import DenseLanguageGuidance
 from models.encoder import DenseCLIPEncoder, build_vision_encoder
 from pipeline.config import ModelConfig
@@ -23,16 +23,16 @@ class SegmentorOutput:
 
 
 class Segmentor(nn.Module):
-    def __init__(self, encoder: DenseCLIPEncoder, decoder: Decoder, dlg: DenseLanguageGuidance | None,
-                 max_tokens: int):
+    def __init__(self, encoder: DenseCLIPEncoder, decoder: nn.Module, dlg: DenseLanguageGuidance | None,
+                 max_tokens: int, levels: tuple[int, ...] = ()):
         super().__init__()
         self.encoder, self.decoder, self.dlg = encoder, decoder, dlg
-        self.max_tokens = max_tokens
+        self.max_tokens, self.levels = max_tokens, tuple(levels)  # earlier blocks a multi-level decoder reads
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None) -> SegmentorOutput:
         """images (B, 3, H, W); text F_L (B, nL, c_l) with text_mask (B, nL), nL <= max_tokens."""
-        f_v = self.encoder(images)
+        f_v, levels = self.encoder(images, self.levels) if self.levels else (self.encoder(images), None)
         fused = None
         if self.dlg is not None:
             if text is None or text_mask is None:
@@ -42,7 +42,7 @@ class Segmentor(nn.Module):
             f_v_in = torch.cat([fused, f_v], dim=1)
         else:
             f_v_in = f_v
-        return SegmentorOutput(self.decoder(f_v_in, images.shape[-2:]), f_v, fused)
+        return SegmentorOutput(self.decoder(f_v_in, images.shape[-2:], levels), f_v, fused)
 
     def param_groups(self, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:
         """The pretrained encoder may learn more slowly than the new DLG and decoder."""
@@ -57,13 +57,29 @@ def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int) -> Segmen
     encoder = build_vision_encoder(cfg)
     c = encoder.out_channels
     dlg = DenseLanguageGuidance(c, text_dim, cfg.dlg_dim) if cfg.dlg else None
-    decoder = Decoder(c + (cfg.max_tokens if cfg.dlg else 0), cfg.decoder_channels, num_classes)
-    return Segmentor(encoder, decoder, dlg, cfg.max_tokens)
+    top = c + (cfg.max_tokens if cfg.dlg else 0)  # [F_M padded to max_tokens, F_V]
+    if cfg.decoder == "light":
+        return Segmentor(encoder, Decoder(top, cfg.decoder_channels, num_classes), dlg, cfg.max_tokens)
+    levels = decoder_levels(encoder.depth)
+    decoder = MultiLevelDecoder(top, encoder.width, len(levels), cfg.decoder_channels, num_classes)
+    return Segmentor(encoder, decoder, dlg, cfg.max_tokens, levels)
+
+
+def decoder_levels(depth: int) -> tuple[int, ...]:
+    """The blocks a multi-level decoder reads besides the last: at 1/4, 1/2 and 3/4 of the depth (3, 6, 9
+    of ViT-B/16's 12, as SETR-MLA)."""
+    return tuple(sorted({max(1, depth * k // 4) for k in (1, 2, 3)} - {depth}))
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
     """A frozen copy of the student, to be moved by ``ema_update`` only."""
     return copy.deepcopy(student).requires_grad_(False).eval()
+
+
+def ema_alpha(step: int, alpha: float, warmup: bool = True) -> float:
+    """Mean Teacher's warm-up: α_t = min(1 − 1/(t+1), α), so the teacher follows a random student early and
+    reaches α after ~1/(1−α) steps; without warm-up, α throughout."""
+    return min(1.0 - 1.0 / (step + 1), alpha) if warmup else alpha
 
 
 @torch.no_grad()

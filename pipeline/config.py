@@ -112,6 +112,7 @@ class ModelConfig(Section):
     dlg_dim: int = Field(256, ge=1)  # width of the DLG keys and values
     max_tokens: int = Field(77, ge=1)  # nL after padding: F_M has this many channels
     decoder_channels: int = Field(256, ge=1)
+    decoder: Literal["light", "multilevel"] = "multilevel"  # multilevel: blocks at 1/4, 1/2, 3/4 depth to 4x the grid
 
     _check_ckpt = field_validator("imagenet_checkpoint")(_existing_path)
 
@@ -122,6 +123,8 @@ class LossConfig(Section):
     omega: float = Field(0.5, ge=0, le=1)  # ω, Eq. 9
     consistency_weight: float = Field(1.0, ge=0)  # λ_CT
     confidence_threshold: float = Field(0.95, ge=0, le=1)  # Th, Eq. 4
+    class_thresholds: bool = True  # τ_c = min(Th, a quantile of the class's confidences): rare classes teach too
+    class_threshold_quantile: float = Field(0.5, ge=0, le=1)  # that quantile, per class and batch
     ignore_index: int = 255
 
 
@@ -136,6 +139,9 @@ class TrainConfig(Section):
     weight_decay: float = Field(2e-4, ge=0)
     lr_power: float = Field(0.9, ge=0)  # polynomial decay: lr·(1 - t/T)^0.9
     ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
+    mix: Literal["none", "cutmix", "classmix"] = "classmix"  # the strong view mixes unlabelled image pairs
+    ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
+    warmup_iters: int = Field(0, ge=0)  # linear learning-rate warm-up (DAFormer: 1500)
     consistency: bool = True  # consistency training on the unlabelled target (CT, Eq. 4); weight: loss.consistency_weight
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(50, ge=1)

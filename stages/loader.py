@@ -98,7 +98,8 @@ def stream(rows: list[dict], crop: int, resize: tuple[int, int] | None, batch_si
         return None
     loader = DataLoader(CropSet(rows, rows[0]["dataset"], crop, resize),
                         batch_sampler=StepSampler(len(rows), batch_size, seed, k, start), num_workers=workers,
-                        pin_memory=pin, persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+                        pin_memory=pin, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+                        generator=torch.Generator().manual_seed(seed))  # its own: the step's generators stay untouched
     return iter(loader)
 
 

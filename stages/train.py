@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.losses import build_supervised_loss, consistency_loss
-from models.segmentor import Segmentor, build_segmentor, ema_update, make_teacher
+from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
+from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
+from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
 from pipeline.config import Config, ModelConfig, TrainConfig
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
@@ -156,34 +157,70 @@ def pad_text(text: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tens
     return F.pad(text, (0, 0, 0, n - text.shape[1])), F.pad(mask, (0, n - mask.shape[1]))
 
 
+@dataclass
+class StrongView:
+    """The unlabelled images the student sees, and what the teacher says of them, pixel for pixel."""
+
+    images: torch.Tensor  # (B, 3, S, S) in [0, 1]: mixed (train.mix), then photometrically augmented
+    text: torch.Tensor  # F_L (B, nL, c): for a mixed image, both captions' tokens
+    mask: torch.Tensor  # (B, nL)
+    pseudo: torch.Tensor  # (B, S, S) the teacher's hard labels on the weak views, mixed the same way
+    confidence: torch.Tensor  # (B, S, S)
+
+
+def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> StrongView:
+    """Pseudo-labels from the teacher on the weak views, then the mixed strong view (ClassMix or CutMix of
+    image pairs; DACS). The mix mask moves images, pseudo-labels and confidences together."""
+    u_text, u_mask = batch.unlabelled_text
+    with torch.no_grad(), autocast:
+        logits = teacher(normalize(batch.unlabelled), u_text, u_mask).logits  # weak view
+    pseudo, confidence = pseudo_labels(logits)
+    images, text, mask = batch.unlabelled, u_text, u_mask
+    if cfg.train.mix != "none" and images.shape[0] > 1:
+        perm = partners(images.shape[0]).to(images.device)
+        paste = classmix_masks(pseudo, NUM_CLASSES) if cfg.train.mix == "classmix" else \
+            cutmix_masks(tuple(pseudo.shape), pseudo.device)
+        images = mix(paste, images, images[perm])
+        pseudo, confidence = mix(paste, pseudo, pseudo[perm]), mix(paste, confidence, confidence[perm])
+        text, mask = mix_text(u_text, u_mask, perm, cfg.model.max_tokens)
+    return StrongView(strong_augment(images), text, mask, pseudo, confidence)
+
+
 def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_loss: torch.nn.Module,
                cfg: Config, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward the three streams and return (total loss, what to log, as detached tensors: turning them
     into numbers waits for the device, so the loop does it only when it logs). The caller steps the
     optimizer."""
-    device_type = batch.labelled.device.type
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp)
+    autocast = torch.autocast(batch.labelled.device.type, dtype=torch.bfloat16, enabled=amp)
     n_sup = batch.labelled.shape[0]
     images, text, mask = normalize(batch.labelled), *batch.labelled_text
     if batch.unlabelled is not None:
-        u_text, u_mask = batch.unlabelled_text
-        with torch.no_grad(), autocast:
-            teacher_logits = teacher(normalize(batch.unlabelled), u_text, u_mask).logits  # weak view
-        n = max(text.shape[1], u_text.shape[1])  # one student forward over all streams
-        text, mask = (torch.cat(pair) for pair in zip(pad_text(text, mask, n), pad_text(u_text, u_mask, n),
+        view = strong_view(batch, teacher, cfg, autocast)
+        n = max(text.shape[1], view.text.shape[1])  # one student forward over all streams
+        text, mask = (torch.cat(pair) for pair in zip(pad_text(text, mask, n), pad_text(view.text, view.mask, n),
                                                        strict=True))
-        images = torch.cat([images, normalize(strong_augment(batch.unlabelled))])
+        images = torch.cat([images, normalize(view.images)])
     with autocast:
         logits = student(images, text, mask).logits
     l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
     logs = {"loss_sup": l_sup.detach()}
     loss = l_sup
     if batch.unlabelled is not None:
-        l_ct, passed = consistency_loss(logits[n_sup:], teacher_logits, cfg.loss.confidence_threshold)  # Eq. 4
+        th = cfg.loss.confidence_threshold
+        if cfg.loss.class_thresholds:
+            th = class_thresholds(view.confidence, view.pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile)
+        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, th)  # Eq. 4
         loss = loss + cfg.loss.consistency_weight * l_ct
-        logs.update(loss_ct=l_ct.detach(), ct_passed=passed)
+        logs.update(loss_ct=l_ct.detach(), ct_passed=passed.mean(),
+                    ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
     logs["loss"] = loss.detach()
     return loss, logs
+
+
+def lr_factor(step: int, t: TrainConfig) -> float:
+    """Linear warm-up over ``train.warmup_iters``, then the polynomial decay."""
+    warm = min(1.0, (step + 1) / t.warmup_iters) if t.warmup_iters else 1.0
+    return warm * poly_lr(step, t.iterations, t.lr_power)
 
 
 def poly_lr(step: int, total: int, power: float) -> float:
@@ -203,7 +240,7 @@ class Learner:
 
     def set_lr(self, step: int, t: TrainConfig) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * poly_lr(step, t.iterations, t.lr_power)
+            group["lr"] = base * lr_factor(step, t)
 
     def restore(self, ckpt: Checkpoint) -> int:
         self.student.load_state_dict(ckpt.student)
@@ -312,7 +349,6 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
     start = learner.restore(ckpt) if ckpt is not None else 0
     if ckpt is not None and rank == 0:
         console.print(f"  train: resuming from step {start}")
-    seed_step_rngs(t.seed, rank, start, ckpt)
     model = learner.student
     if use_ray and world > 1:
         import ray.train.torch
@@ -320,6 +356,7 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
         model = ray.train.torch.prepare_model(learner.student, move_to_device=False)
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
     streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
+    seed_step_rngs(t.seed, rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
     meta = {"text_dim": store.dim, "num_classes": NUM_CLASSES}
     logs: dict[str, float] = {}
@@ -332,10 +369,10 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
         learner.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         learner.optimizer.step()
-        ema_update(learner.teacher, learner.student, t.ema_alpha)  # Eq. 6
+        ema_update(learner.teacher, learner.student, ema_alpha(step, t.ema_alpha, t.ema_warmup))  # Eq. 6
         done = step + 1
         if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
-            logs = {k: v.item() for k, v in step_logs.items()} | {
+            logs = {k: v.tolist() for k, v in step_logs.items()} | {
                 "step": done, "lr": learner.optimizer.param_groups[-1]["lr"],
                 "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
             log_step(out_dir, logs, rank, t.iterations)

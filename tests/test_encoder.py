@@ -53,9 +53,10 @@ def test_random_init_reads_no_file(monkeypatch):
 
 
 @pytest.mark.slow
-def test_full_size_student_step_on_cpu():
+@pytest.mark.parametrize("decoder", ["light", "multilevel"])
+def test_full_size_student_step_on_cpu(decoder):
     """ViT-B/16 at 512x512, batch 2, DLG over 77 tokens of width 512: forward, DyCE, backward, EMA."""
-    cfg = ModelConfig(vision_model="ViT-B-16", vision_pretrained="none", vision_init="random")
+    cfg = ModelConfig(vision_model="ViT-B-16", vision_pretrained="none", vision_init="random", decoder=decoder)
     torch.manual_seed(0)
     student = build_segmentor(cfg, text_dim=512, num_classes=19)
     teacher = make_teacher(student)

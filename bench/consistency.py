@@ -1,0 +1,77 @@
+"""Does consistency training help? The demo world trained with CT off and with each addition of the strong
+view turned on in turn, on several seeds; mean mIoU19 and per-class IoU per variant.
+
+Every variant is an ordinary run in one work directory, so the world, its captions and text embeddings are
+made once. Prints a Markdown table for docs/BENCHMARKS.md.
+
+Usage: uv run python bench/consistency.py [--seeds 0,1] [--iterations 300] [--workdir runs/consistency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from pipeline.config import load_config
+from pipeline.runner import fingerprints, run_pipeline, stage_dir
+from stages.datasets import CLASSES
+
+OLD = ["train.mix=none", "train.ema_warmup=false", "loss.class_thresholds=false"]  # the strong view before
+VARIANTS = {
+    "no CT": ["train.consistency=false"],
+    "CT, photometric view only": OLD,
+    "CT + ClassMix": ["train.mix=classmix", "train.ema_warmup=false", "loss.class_thresholds=false"],
+    "CT + ClassMix + EMA warm-up": ["train.mix=classmix", "train.ema_warmup=true", "loss.class_thresholds=false"],
+    "CT + ClassMix + EMA warm-up + class thresholds (default)": [],
+    "CT + CutMix + EMA warm-up + class thresholds": ["train.mix=cutmix"],
+    "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
+    "default, light decoder": ["model.decoder=light"],
+}
+
+
+def evaluate_variant(base: list[str], extra: list[str], seed: int) -> dict:
+    cfg = load_config(None, [*base, *extra, f"train.seed={seed}"])
+    t0 = time.perf_counter()
+    run_pipeline(cfg, skip=("report",))
+    fps = fingerprints(cfg)
+    metrics = json.loads((stage_dir(cfg.paths.workdir, "evaluate", fps["evaluate"]) / "metrics.json").read_text())
+    log = [json.loads(line) for line in (stage_dir(cfg.paths.workdir, "train", fps["train"]) /
+                                         "metrics.jsonl").read_text().splitlines()]
+    first_pass = next((e["step"] for e in log if e.get("ct_passed", 0) > 0), None)
+    return {**metrics, "seconds": time.perf_counter() - t0, "first_pass": first_pass,
+            "final_pass": log[-1].get("ct_passed")}
+
+
+def pct(v: float) -> str:
+    return "-" if v != v else f"{100 * v:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--workdir", default="runs/consistency")
+    parser.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
+                        help="indices into the variant list")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = [f"paths.workdir={args.workdir}", f"train.iterations={args.iterations}"]
+    names = [list(VARIANTS)[int(i)] for i in args.variants.split(",")]
+    results = {name: [evaluate_variant(base, VARIANTS[name], s) for s in seeds] for name in names}
+    print(f"demo world, {args.iterations} iterations, seeds {seeds}: mIoU19 (mean over seeds, each seed), "
+          "first step with pseudo-labels past the threshold, share past it at the end")
+    print("| variant | mIoU19 | per seed | first pass | final pass | " + " | ".join(CLASSES) + " |")
+    print("|---" * (5 + len(CLASSES)) + "|")
+    for name, runs in results.items():
+        per_class = [statistics.mean(r["per_class"][c] for r in runs) for c in CLASSES]
+        passes = [r["first_pass"] for r in runs]
+        final = [r["final_pass"] for r in runs if r["final_pass"] is not None]
+        print(f"| {name} | {pct(statistics.mean(r['mIoU19'] for r in runs))} | "
+              f"{' / '.join(pct(r['mIoU19']) for r in runs)} | {passes} | "
+              f"{pct(statistics.mean(final)) if final else '-'} | " + " | ".join(pct(v) for v in per_class) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Consistency training's parts: mixed strong views, mixed captions, EMA warm-up, class-wise thresholds,
+and both decoders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import stages.train as train
+from models.losses import consistency_loss, passed_per_class
+from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
+from models.segmentor import build_segmentor, decoder_levels, ema_alpha
+from pipeline.config import ModelConfig, load_config
+
+
+def test_classmix_pastes_half_of_each_images_classes():
+    pseudo = torch.zeros(2, 8, 8, dtype=torch.long)
+    pseudo[0, :, :2], pseudo[0, :, 2:4], pseudo[0, :, 4:6], pseudo[0, :, 6:] = 1, 2, 3, 4  # classes 1-4
+    pseudo[1, :4], pseudo[1, 4:] = 5, 6
+    masks = classmix_masks(pseudo, 19, torch.Generator().manual_seed(0))
+    for b, classes in ((0, {1, 2, 3, 4}), (1, {5, 6})):
+        chosen = set(pseudo[b][masks[b]].tolist())
+        assert len(chosen) == (len(classes) + 1) // 2 and chosen <= classes
+        assert not (set(pseudo[b][~masks[b]].tolist()) & chosen)  # a class is pasted whole or not at all
+
+
+def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch):
+    """Through the training code: the teacher's pseudo-labels and confidences follow the image pixels."""
+    monkeypatch.setattr(train, "strong_augment", lambda x: x)  # photometric only; the geometry is the test
+    images = torch.stack([torch.full((3, 16, 16), v) for v in (0.1, 0.5, 0.9)])  # image k is its own colour
+    labels = torch.stack([torch.randint(0, 19, (16, 16), generator=torch.Generator().manual_seed(k))
+                          for k in range(3)])
+
+    class Teacher(torch.nn.Module):  # confident of a known label per image, at a known confidence
+        def forward(self, x, text, mask):
+            k = torch.tensor([0, 1, 2])
+            logits = torch.nn.functional.one_hot(labels, 19).permute(0, 3, 1, 2).float() * (5.0 + k[:, None, None, None])
+            return type("Out", (), {"logits": logits})()
+
+    text = torch.randn(3, 4, 8)
+    batch = train.Batch(images, labels, (text, torch.ones(3, 4, dtype=torch.bool)), images,
+                        (text, torch.ones(3, 4, dtype=torch.bool)))
+    cfg = load_config(None, ["train.mix=classmix"])
+    view = train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
+    source = torch.round((view.images[:, 0] - 0.1) / 0.4).long()  # which image each pixel came from
+    assert set(source.unique().tolist()) == {0, 1, 2}
+    perm = partners(3)
+    assert all(set(source[b].unique().tolist()) <= {b, int(perm[b])} for b in range(3))
+    expected_conf = torch.stack([Teacher()(None, None, None).logits.softmax(1).max(1).values[k] for k in range(3)])
+    for b in range(3):
+        assert torch.equal(view.pseudo[b], labels.gather(0, source[b][None])[0])
+        assert torch.equal(view.confidence[b], expected_conf.gather(0, source[b][None])[0])
+
+
+def test_cutmix_is_one_box():
+    masks = cutmix_masks((2, 20, 30), torch.device("cpu"), torch.Generator().manual_seed(1))
+    for m in masks:
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert m.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a full rectangle
+        assert 0.4 < m.float().mean() < 0.6
+    assert torch.equal(mix(masks, torch.ones(2, 20, 30), torch.zeros(2, 20, 30)), masks.float())
+
+
+def test_the_mixed_caption_holds_both_captions_tokens_and_masks():
+    text = torch.zeros(2, 5, 3)
+    text[0, :3] = torch.tensor([[1.0] * 3, [2.0] * 3, [3.0] * 3])  # caption A: 3 tokens
+    text[1, :2] = torch.tensor([[7.0] * 3, [8.0] * 3])  # caption B: 2 tokens
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    joined, joined_mask = mix_text(text, mask, partners(2), max_tokens=77)
+    assert joined[0, :5, 0].tolist() == [1, 2, 3, 7, 8] and joined_mask[0].tolist() == [True] * 5 + [False] * 5
+    assert joined[1, :5, 0].tolist() == [7, 8, 1, 2, 3] and joined_mask[1].sum() == 5
+    assert torch.all(joined[0, 5:] == 0)
+    cut, cut_mask = mix_text(text, mask, partners(2), max_tokens=4)
+    assert cut[0, :, 0].tolist() == [1, 2, 3, 7] and cut_mask.all()
+    # DLG sees both: F_M has a non-zero row for each of the five tokens of the mixed caption
+    model = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=3, num_classes=19).eval()
+    fused = model(torch.randn(2, 3, 32, 32), joined, joined_mask).fused
+    rows = fused.abs().flatten(2).sum(2)  # (B, max_tokens)
+    assert (rows[:, :5] > 0).all() and (rows[:, 5:] == 0).all()
+
+
+def test_ema_warm_up():
+    assert [ema_alpha(t, 0.99) for t in range(3)] == [0.0, 0.5, pytest.approx(2 / 3)]
+    assert ema_alpha(9, 0.99) == pytest.approx(0.9) and ema_alpha(10_000, 0.99) == 0.99
+    assert ema_alpha(0, 0.99, warmup=False) == 0.99
+
+
+def test_class_wise_thresholds():
+    g = torch.Generator().manual_seed(0)
+    confidence = torch.rand(2, 6, 6, generator=g)
+    pseudo = torch.randint(0, 4, (2, 6, 6), generator=g)
+    pseudo[pseudo == 3] = 0  # class 3 absent; 4..18 too
+    th = class_thresholds(confidence, pseudo, 19, threshold=0.95, quantile=0.5)
+    for c in range(3):
+        values = confidence[pseudo == c]
+        assert th[c] == min(0.95, torch.quantile(values, 0.5, interpolation="lower"))
+    assert torch.all(th[3:] == 0.95)
+    confident = torch.full((1, 4, 4), 0.99)
+    assert torch.all(class_thresholds(confident, torch.zeros(1, 4, 4, dtype=torch.long), 19, 0.95, 0.5) == 0.95)
+    # per class: a rare, unsure class still passes half its pixels, where a fixed Th lets none through
+    _, fixed = consistency_loss(torch.zeros(2, 19, 6, 6), pseudo, confidence, 0.95)
+    _, classwise = consistency_loss(torch.zeros(2, 19, 6, 6), pseudo, confidence, th)
+    share = passed_per_class(pseudo, classwise, 19)
+    assert fixed.sum() < classwise.sum() and torch.all(share[:3] >= 0.5)
+
+
+@pytest.mark.parametrize("decoder", ["light", "multilevel"])
+@pytest.mark.parametrize("size", [(512, 512), (96, 160)])
+def test_both_decoders_give_logits_at_the_input_size(decoder, size):
+    model = build_segmentor(ModelConfig(decoder=decoder, dlg_dim=8, decoder_channels=8), text_dim=64, num_classes=19)
+    out = model(torch.randn(1, 3, *size), torch.randn(1, 5, 64), torch.ones(1, 5, dtype=torch.bool))
+    assert out.logits.shape == (1, 19, *size) and torch.isfinite(out.logits).all()
+    assert model.levels == (() if decoder == "light" else (1, 2, 3))
+
+
+def test_multilevel_reads_blocks_3_6_9_of_vit_b():
+    assert decoder_levels(12) == (3, 6, 9) and decoder_levels(4) == (1, 2, 3)
