@@ -1,6 +1,7 @@
 """Captioning throughput: images/s of the Ray Data actor pool against the number of replicas.
 
-CPU: the tiny BLIP-2 through the real caption path (``map_shards`` + ``CaptionBatch``) with 1 and 2 replicas.
+CPU: the tiny BLIP-2 through the real caption path (``map_shards`` + ``CaptionBatch``) on 2048x1024 PNGs, with
+the replicas decoding their own images (the stage before the split) and with decode tasks feeding them.
 GPU (when CUDA is present): the full-size BLIP-2 OPT-2.7b architecture with random weights in bf16, one
 replica, at a few batch sizes (generation of ``--new-tokens`` tokens).
 
@@ -16,43 +17,62 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import ClusterConfig, load_config
 from pipeline.manifest import Manifest
-from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from pipeline.shards import ShardPool, init_ray, map_shards
 from pipeline.stage import StageContext
-from stages.caption import CaptionBatch
-from stages.ingest import INDEX_FILE
+from stages.caption import CaptionBatch, decode_batch
 
 
-def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int, shard_size: int = 256) -> None:
-    """The real caption path (map_shards + CaptionBatch). Steady state: rows after the first batch over the
-    time after it, so the replicas' start-up (loading torch and the model) is reported apart."""
+class DecodeInReplica(CaptionBatch):
+    """The stage before the split: each replica decodes its own PNGs, then captions them."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return super().__call__(decode_batch(batch, self.size))
+
+
+def real_size_rows(root: Path, n_files: int, images: int) -> pa.Table:
+    """``images`` rows over ``n_files`` 2048x1024 demo-world PNGs (a Cityscapes frame's size)."""
+    import numpy as np
+    from PIL import Image
+
+    from stages import demo_world
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n_files):
+        path = root / f"frame_{i:03d}.png"
+        Image.fromarray(demo_world.render_image(rng, demo_world.render_labels(rng, 1024, 2048), "target")).save(path)
+        paths.append(str(path))
+    return pa.table({"image_id": [f"img{i:06d}" for i in range(images)],
+                     "image_path": [paths[i % n_files] for i in range(images)]})
+
+
+def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int, shard_size: int = 64) -> None:
+    """The real caption path (map_shards) on real-size PNGs, before the split (each replica decodes) and
+    after it (decode tasks feed the replicas). Steady state: rows after the first batch over the time after
+    it, so the replicas' start-up (loading torch and the model) is reported apart."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        cfg = load_config(None, [f"paths.workdir={workdir}", "data.demo.n_source=240",
-                                 "data.demo.n_target_train=232", "data.demo.n_target_val=8"])
-        run_pipeline(cfg, ["ingest"])
-        base = pq.read_table(stage_dir(workdir, "ingest", fingerprints(cfg)["ingest"]) / INDEX_FILE,
-                             columns=["image_id", "image_path"])
-        rows = pa.concat_tables([base] * (-(-images // len(base)))).slice(0, images)
+        cfg = load_config(None, [f"paths.workdir={workdir}"])
+        rows = real_size_rows(workdir, 8, images)
         init_ray(ClusterConfig())
-        steady = {}
+        kwargs = dict(model="tiny", dtype="float32", prompt=None, max_new_tokens=new_tokens, num_gpus=0, size=224)
         for n in replicas:
-            ctx = StageContext(cfg, "caption", f"bench-{n}", workdir / f"caption-{n}", {},
-                               Manifest(workdir / "bench.duckdb"), workdir)
-            pool = ShardPool(CaptionBatch, dict(model="tiny", dtype="float32", prompt=None,
-                                                max_new_tokens=new_tokens, num_gpus=0), batch, n, 0, 0)
-            stats = map_shards(ctx, rows, shard_size, pool, ClusterConfig())
-            steady[n] = stats.steady_rate
-            print(f"tiny BLIP-2, {n} replica(s): {steady[n]:.0f} images/s steady state; start-up {stats.startup_s:.1f} s; "
-                  f"{images} images in {stats.seconds:.1f} s (batch {batch}, {new_tokens} new tokens, "
-                  f"{os.cpu_count()} cores)")
-        if 1 in steady and 2 in steady:
-            print(f"speed-up, 2 vs 1 replica: {steady[2] / steady[1]:.2f}x")
+            for label, pool in (
+                ("decode in the replica", ShardPool(DecodeInReplica, kwargs, batch, n, 0, 0)),
+                ("decode tasks + replicas", ShardPool(CaptionBatch, kwargs, batch, n, 0, 0, prepare=decode_batch,
+                                                      prepare_kwargs={"size": 224}, num_cpus=0.5)),
+            ):
+                name = f"bench-{n}-{label[:6]}"
+                ctx = StageContext(cfg, "caption", name, workdir / name, {}, Manifest(workdir / "bench.duckdb"),
+                                   workdir)
+                stats = map_shards(ctx, rows, shard_size, pool, ClusterConfig())
+                print(f"tiny BLIP-2, {n} replica(s), {label}: {stats.steady_rate:.1f} images/s steady state "
+                      f"(2048x1024 PNGs; start-up {stats.startup_s:.1f} s; {images} images in {stats.seconds:.1f} s; "
+                      f"batch {batch}; {os.cpu_count()} cores)")
 
 
 def gpu_full_size(batch_sizes: list[int], new_tokens: int) -> None:
@@ -81,9 +101,9 @@ def gpu_full_size(batch_sizes: list[int], new_tokens: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1])
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--gpu-batch-sizes", type=int, nargs="+", default=[8, 32, 64])
     args = parser.parse_args()

@@ -91,6 +91,9 @@ class CaptionConfig(Section):
     concurrency: int = Field(1, ge=1)  # replicas in the actor pool
     shard_size: int = Field(256, ge=1)  # images per output shard
     max_retries: int = Field(2, ge=0)  # re-runs of a shard whose replica died
+    image_size: int = Field(224, ge=16)  # decoded images are resized to this square: BLIP-2's input size
+    decode_cpus: float = Field(1.0, gt=0)  # CPUs per decode task (the tasks run on any node with CPUs)
+    replica_cpus: float = Field(0.5, gt=0)  # CPUs reserved per replica: it only feeds the model (on its GPU)
 
 
 class TextConfig(Section):

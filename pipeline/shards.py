@@ -59,6 +59,10 @@ class ShardPool:
     concurrency: int
     num_gpus: float
     max_retries: int
+    prepare: Any = None  # a function batch -> batch run as CPU tasks before the pool (e.g. image decoding)
+    prepare_kwargs: dict[str, Any] | None = None
+    prepare_cpus: float = 1.0  # CPUs per prepare task
+    num_cpus: float = 1.0  # CPUs reserved per replica; with a prepare stage, leave some for its tasks
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,13 @@ def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool
         part = rows.slice(i * shard_size, shard_size)
         part = part.append_column(SHARD_COLUMN, pa.array(np.full(len(part), i, dtype=np.int32)))
         blocks += [part.slice(j, pool.batch_size) for j in range(0, len(part), pool.batch_size)]
-    return ray.data.from_arrow(blocks).map_batches(
+    ds = ray.data.from_arrow(blocks)
+    if pool.prepare is not None:  # CPU tasks, on any node with CPUs, stream their output to the pool
+        ds = ds.map_batches(pool.prepare, fn_kwargs=pool.prepare_kwargs or {}, batch_size=pool.batch_size,
+                            batch_format="pyarrow", num_cpus=pool.prepare_cpus)
+    return ds.map_batches(
         pool.udf, fn_constructor_kwargs=pool.udf_kwargs, batch_size=pool.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_gpus=pool.num_gpus or None, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_gpus=pool.num_gpus or None, num_cpus=pool.num_cpus,
         # Passed through **ray_remote_args (no named parameter yet; deprecated for Ray 2.64, we pin < 2.61).
         max_restarts=-1,  # a replica that dies is replaced...
         max_task_retries=pool.max_retries,  # ...and its batch retried, a bounded number of times

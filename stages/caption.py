@@ -1,8 +1,9 @@
 """Stage 2, caption: every indexed image -> one BLIP-2 caption, in Parquet shards (DESIGN §1-2).
 
-Runs as a Ray Data actor pool: each replica loads the captioner once (in ``__init__``) and captions
-batches. An image that fails to decode becomes a row with a null caption and its error, recorded as
-rejected, instead of a crash.
+One Ray Data pipeline: CPU tasks decode each image and resize it to the captioner's input size
+(``decode_batch``, on any node with CPUs), and stream small uint8 arrays to an actor pool whose replicas
+(one per GPU) load the captioner once and only run it (``CaptionBatch``). An image that fails to decode
+becomes a row with a null caption and its error, recorded as rejected, instead of a crash.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from PIL import Image
 
 from pipeline.config import Config
 from pipeline.shards import ShardPool, map_shards
@@ -19,10 +19,10 @@ from pipeline.store import read_parquet
 from stages.index import INDEX_FILE, dataset_roots, resolve_rows
 
 NAME = "caption"
-VERSION = 2  # 2: depends on the image set, not on ingest's fingerprint
+VERSION = 3  # 2: depends on the image set; 3: decoded and resized to image_size by OpenCV in CPU tasks
 INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "images"}  # the images alone: not the split, not where the dataset is mounted
-EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries"}  # do not change the captions
+EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries", "decode_cpus", "replica_cpus"}  # do not change captions
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
@@ -35,38 +35,50 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
-def open_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def decode_batch(batch: pa.Table, size: int) -> pa.Table:
+    """CPU task: decode each image and resize it to the captioner's input (size × size, uint8 RGB bytes).
+    An image that fails to decode keeps its row, with no pixels and the reason."""
+    import cv2
+
+    from stages.images import read_rgb
+
+    pixels, errors = [], []
+    for path in batch.column("image_path").to_pylist():
+        try:
+            image = cv2.resize(read_rgb(path), (size, size), interpolation=cv2.INTER_AREA)
+            pixels.append(image.tobytes())
+            errors.append(None)
+        except Exception as err:  # any decoder error: record it, caption the rest
+            pixels.append(None)
+            errors.append(f"image does not decode ({type(err).__name__}: {err})"[:300])
+    return batch.drop_columns(["image_path"]).append_column("pixels", pa.array(pixels, pa.binary())) \
+        .append_column("error", pa.array(errors, pa.string()))
 
 
 class CaptionBatch:
-    """Ray Data callable class: one captioner per replica."""
+    """Ray Data callable class: one captioner per replica. It receives decoded pixels (``decode_batch``) and
+    only runs the model, so a GPU replica never waits for PNG decoding. Callable without Ray as well."""
 
-    def __init__(self, model: str, dtype: str, prompt: str | None, max_new_tokens: int, num_gpus: float):
+    def __init__(self, model: str, dtype: str, prompt: str | None, max_new_tokens: int, num_gpus: float,
+                 size: int):
         from models.captioner import default_device, load_captioner
 
         self.captioner = load_captioner(model, dtype, default_device(num_gpus))
-        self.model, self.prompt, self.max_new_tokens = model, prompt, max_new_tokens
+        self.model, self.prompt, self.max_new_tokens, self.size = model, prompt, max_new_tokens, size
         self.node = node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        images, errors = [], []
-        for path in batch.column("image_path").to_pylist():
-            try:
-                images.append(open_rgb(path))
-                errors.append(None)
-            except Exception as err:  # any decoder error: record it, caption the rest
-                images.append(None)
-                errors.append(f"image does not decode ({type(err).__name__}: {err})"[:300])
-        good = [im for im in images if im is not None]
+        import numpy as np
+
+        raw = batch.column("pixels").to_pylist()
+        good = [np.frombuffer(p, np.uint8).reshape(self.size, self.size, 3) for p in raw if p is not None]
         captions = iter(self.captioner(good, self.prompt, self.max_new_tokens) if good else [])
         n = len(batch)
         return pa.table({
             "image_id": batch.column("image_id"),
             "shard": batch.column("shard"),
-            "caption": pa.array([None if im is None else next(captions) for im in images], pa.string()),
-            "error": pa.array(errors, pa.string()),
+            "caption": pa.array([None if p is None else next(captions) for p in raw], pa.string()),
+            "error": batch.column("error"),
             "captioner": pa.array([self.model] * n, pa.string()),
             "prompt": pa.array([self.prompt] * n, pa.string()),
             "node": pa.array([self.node] * n, pa.string()),
@@ -79,8 +91,11 @@ def run(ctx: StageContext) -> StageResult:
     rows = resolve_rows(index.to_pylist(), dataset_roots(ctx.cfg.data, ctx.workdir))
     index = pa.table({"image_id": [r["image_id"] for r in rows], "image_path": [r["image_path"] for r in rows]})
     pool = ShardPool(CaptionBatch, dict(model=cfg.model, dtype=cfg.dtype, prompt=cfg.prompt,
-                                        max_new_tokens=cfg.max_new_tokens, num_gpus=cfg.num_gpus),
-                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, cfg.max_retries)
+                                        max_new_tokens=cfg.max_new_tokens, num_gpus=cfg.num_gpus,
+                                        size=cfg.image_size),
+                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, cfg.max_retries,
+                     prepare=decode_batch, prepare_kwargs={"size": cfg.image_size}, prepare_cpus=cfg.decode_cpus,
+                     num_cpus=cfg.replica_cpus)
     stats = map_shards(ctx, index, cfg.shard_size, pool, ctx.cfg.cluster, unit="images")
     store = read_parquet(ctx.out_dir, columns=["image_id", "caption", "error"])
     if sorted(store.column("image_id").to_pylist()) != index.column("image_id").to_pylist():

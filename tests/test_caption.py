@@ -20,6 +20,7 @@ from pipeline.runner import fingerprints, open_manifest, rejected_files, run_pip
 from pipeline.shards import ShardPool, map_shards
 from pipeline.stage import StageContext, StageError
 from pipeline.store import read_parquet
+from stages.caption import CaptionBatch, decode_batch
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from tests.conftest import small_overrides
 
@@ -170,3 +171,34 @@ def test_full_size_blip2_architecture_for_gpu_benchmarks():
         model = Blip2ForConditionalGeneration(blip2_opt_2_7b_config())
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(3.7447e9, rel=1e-3)
     assert sum(p.numel() for p in model.vision_model.parameters()) == pytest.approx(0.986e9, rel=1e-3)
+
+
+def test_two_replicas_caption_exactly_as_one_without_ray(small_config, ray_local):
+    """The decode tasks + actor pool with two replicas give, row for row, what one CaptionBatch gives when
+    called directly on decoded batches without Ray (as a GPU benchmark calls it)."""
+    cfg = small_config("caption.concurrency=2", "caption.batch_size=3")
+    run_pipeline(cfg, ["ingest", "caption"])
+    by_ray = read_parquet(out_dir(cfg, "caption")).sort_by("image_id")
+    index = read_index(out_dir(cfg, "ingest") / INDEX_FILE, dataset_roots(cfg.data, cfg.paths.workdir))
+    table = pa.table({"image_id": [r["image_id"] for r in index], "image_path": [r["image_path"] for r in index],
+                      "shard": [0] * len(index)})
+    c = cfg.caption
+    replica = CaptionBatch(c.model, c.dtype, c.prompt, c.max_new_tokens, 0, c.image_size)
+    direct = pa.concat_tables([replica(decode_batch(table.slice(i, 5), c.image_size))
+                               for i in range(0, len(table), 5)]).sort_by("image_id")
+    assert len(set(by_ray.column("node").to_pylist())) >= 1
+    for column in ("image_id", "caption", "error"):
+        assert by_ray.column(column).to_pylist() == direct.column(column).to_pylist(), column
+
+
+def test_decode_batch_resizes_and_keeps_failures(tmp_path):
+    from PIL import Image as PILImage
+
+    good = tmp_path / "a.png"
+    PILImage.new("RGB", (2048, 1024), (200, 10, 10)).save(good)
+    bad = tmp_path / "b.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = decode_batch(pa.table({"image_id": ["a", "b"], "image_path": [str(good), str(bad)]}), 32)
+    pixels = out.column("pixels").to_pylist()
+    assert len(pixels[0]) == 32 * 32 * 3 and pixels[0][:3] == bytes([200, 10, 10]) and pixels[1] is None
+    assert out.column("error").to_pylist()[0] is None and "does not decode" in out.column("error").to_pylist()[1]
