@@ -162,6 +162,8 @@ class EvalConfig(Section):
     batch_size: int = Field(1, ge=1)
     sliding_window: bool = True  # crop_size windows, 2/3 overlap stride
     save_predictions: int = Field(4, ge=0)  # colourised prediction PNGs to keep
+    num_gpus: float = Field(0.0, ge=0)  # of the Ray actor that holds the model (1 on a cluster: a GPU worker)
+    num_cpus: float = Field(1.0, gt=0)
 
 
 class ClusterConfig(Section):

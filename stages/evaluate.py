@@ -1,5 +1,6 @@
 """Stage 5, evaluate: the trained model on the target val split -> per-class IoU and mIoU (19/16/13).
 
+The model runs in a Ray actor (on a GPU worker when ``eval.num_gpus`` > 0), never in the driver.
 Inference is by sliding windows of the training crop size (2/3 overlap stride), with the predictions
 taken at the label's resolution. Outputs: ``metrics.json``, ``per_class.parquet``, ``confusion.npy`` and
 a few colourised prediction PNGs in ``predictions/``.
@@ -36,7 +37,7 @@ INPUT_DIGESTS = {"ingest": "index"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {"eval": cfg.eval.model_dump(mode="json", exclude={"batch_size"}),
+    return {"eval": cfg.eval.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus"}),
             "train": {"target_size": cfg.train.target_size, "crop_size": cfg.train.crop_size}}
 
 
@@ -102,37 +103,87 @@ def colourise(pred: np.ndarray) -> np.ndarray:
     return np.where((pred < len(PALETTE))[..., None], PALETTE[np.minimum(pred, len(PALETTE) - 1)], 0)
 
 
+class Evaluator:
+    """Holds the model where it runs — a Ray actor on a GPU worker, so the driver (a CPU head node) never
+    builds a full model — and scores chunks of val images: confusion counts, and the first predictions as
+    colourised PNGs written to ``pred_dir``. Usable without Ray too."""
+
+    def __init__(self, cfg_dump: dict[str, Any], ckpt_path: str, store_path: str, pred_dir: str):
+        import os
+        import socket
+
+        self.cfg = Config.model_validate(cfg_dump)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(Path(ckpt_path), self.cfg, self.cfg.eval.model, self.device)
+        self.store = TextEmbeddingStore(store_path)
+        self.pred_dir = Path(pred_dir)
+        self.where = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device)}
+
+    def __call__(self, rows: list[dict[str, Any]], first: int) -> np.ndarray:
+        """Confusion counts (C, C) of ``rows``; ``first``: the index of rows[0] among all val images."""
+        cfg, n = self.cfg, len(CLASSES)
+        conf = np.zeros((n, n), dtype=np.int64)
+        for k, row in enumerate(rows, first):
+            label = load_label(row["label_path"], "cityscapes")
+            pred = self.predict_row(row, label.shape)
+            conf += confusion(pred, label, n)
+            if k < cfg.eval.save_predictions:
+                path = self.pred_dir / f"{row['image_id'].replace('/', '__')}.png"
+                with atomic_path(path) as tmp:
+                    Image.fromarray(colourise(pred).astype(np.uint8)).save(tmp, format="PNG")
+        return conf
+
+    def predict_row(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+        """(H, W) uint8 trainIds at the label's resolution."""
+        cfg, device = self.cfg, self.device
+        image = read_rgb(row["image_path"])
+        if cfg.train.target_size is not None:
+            image = resize_image(image, cfg.train.target_size)  # as training saw the target
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div(255)
+        text, mask = self.store.batch([row["image_id"]], cfg.model.max_tokens)
+        probs = predict(self.model, normalize(x), text.to(device), mask.to(device), cfg.train.crop_size,
+                        len(CLASSES), cfg.eval.sliding_window)
+        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+    def location(self) -> dict[str, Any]:
+        return self.where
+
+
+def evaluate_on_ray(ctx: StageContext, rows: list[dict[str, Any]], pred_dir: Path) -> tuple[np.ndarray, dict]:
+    """The val images through one ``Evaluator`` actor (``eval.num_gpus``, ``eval.num_cpus``), in chunks, so
+    the progress bar moves; returns the confusion counts and where the model ran."""
+    import ray
+
+    from pipeline.shards import init_ray
+
+    cfg = ctx.cfg
+    init_ray(cfg.cluster)
+    actor = ray.remote(Evaluator).options(num_cpus=cfg.eval.num_cpus, num_gpus=cfg.eval.num_gpus or None).remote(
+        cfg.model_dump(mode="json"), str((ctx.inputs["train"] / CHECKPOINT).resolve()),
+        str(Path(ctx.inputs["embed_text"]).resolve()), str(pred_dir.resolve()))
+    n, chunk = len(CLASSES), 16
+    conf = np.zeros((n, n), dtype=np.int64)
+    try:
+        with progress("evaluate", total=len(rows), unit="images") as advance:
+            for start in range(0, len(rows), chunk):
+                conf += ray.get(actor.__call__.remote(rows[start:start + chunk], start))
+                advance(len(rows[start:start + chunk]))
+        return conf, ray.get(actor.location.remote())
+    finally:
+        ray.kill(actor)
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(ctx.inputs["train"] / CHECKPOINT, cfg, cfg.eval.model, device)
-    store = TextEmbeddingStore(ctx.inputs["embed_text"])
     rows = [r for r in read_index(ctx.inputs["ingest"] / INDEX_FILE, dataset_roots(cfg.data, ctx.workdir))
             if r["domain"] == "target" and r["split"] == "val" and r["label_path"]]
     if not rows:
         raise StageError(f"{ctx.inputs['ingest'] / INDEX_FILE}: no labelled target val images to evaluate")
     n = len(CLASSES)
-    conf = np.zeros((n, n), dtype=np.int64)
     pred_dir = ctx.out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    with progress("evaluate", total=len(rows), unit="images") as advance:
-        for k, row in enumerate(rows):
-            label = load_label(row["label_path"], "cityscapes")
-            image = read_rgb(row["image_path"])
-            if cfg.train.target_size is not None:
-                image = resize_image(image, cfg.train.target_size)  # as training saw the target
-            x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div(255)
-            text, mask = store.batch([row["image_id"]], cfg.model.max_tokens)
-            probs = predict(model, normalize(x), text.to(device), mask.to(device), cfg.train.crop_size, n,
-                            cfg.eval.sliding_window)
-            probs = F.interpolate(probs, size=label.shape, mode="bilinear", align_corners=False)
-            pred = probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            conf += confusion(pred, label, n)
-            if k < cfg.eval.save_predictions:
-                path = pred_dir / f"{row['image_id'].replace('/', '__')}.png"
-                with atomic_path(path) as tmp:
-                    Image.fromarray(colourise(pred).astype(np.uint8)).save(tmp, format="PNG")
-            advance()
+    conf, where = evaluate_on_ray(ctx, rows, pred_dir)
     iou = iou_per_class(conf)
     metrics = {f"mIoU{k}": miou(iou, k) for k in CLASS_SETS}
     metrics["images"] = len(rows)
@@ -144,7 +195,7 @@ def run(ctx: StageContext) -> StageResult:
     write_json({**metrics, "per_class": dict(zip(CLASSES, map(float, iou), strict=True))},
                ctx.out_dir / "metrics.json")
     write_json(run_description(cfg, ctx), ctx.out_dir / "run.json")
-    return StageResult(len(rows), metrics)
+    return StageResult(len(rows), {**metrics, "ran_on": where})
 
 
 def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:

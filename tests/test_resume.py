@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import stages.embed_text
@@ -32,6 +34,7 @@ def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypa
         ("report", False)]
     assert set(statuses(cfg).values()) == {"complete"}
     assert outcomes[-2].record.details["images"] == 4
+    assert outcomes[-2].record.details["ran_on"]["pid"] != os.getpid()  # the model was built in a Ray actor
 
     assert all(o.skipped for o in run_pipeline(cfg))  # nothing is redone
 
