@@ -27,3 +27,25 @@ def test_every_top_level_key_is_commented():
     for i, line in enumerate(lines):
         if re.match(r"^[a-z_]+:", line):
             assert lines[i - 1].startswith("#") or "#" in line, f"cluster.yaml:{i + 1}: {line} has no comment"
+
+
+def node_types() -> dict[str, dict[str, float]]:
+    config = yaml.safe_load(CLUSTER.read_text())
+    return {name: {k: float(v) for k, v in node["resources"].items()}
+            for name, node in config["available_node_types"].items()}
+
+
+def test_every_stage_of_every_config_fits_a_node_type(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.resources import misfits
+
+    types = node_types()
+    assert types["head"] == {"CPU": 0.0} and types["gpu_worker"]["GPU"] >= 1 and "GPU" not in types["cpu_worker"]
+    for path in sorted(CLUSTER.parent.glob("configs/*.yaml")):
+        roots = [] if path.stem == "demo" else [f"data.source.root={tmp_path}", f"data.target.root={tmp_path}"]
+        cfg = load_config(path, roots)
+        assert misfits(cfg, types) == [], path.name
+    too_big = load_config(CLUSTER.parent / "configs" / "gta5_cityscapes.yaml",
+                          [f"data.source.root={tmp_path}", f"data.target.root={tmp_path}", "train.cpus_per_worker=12",
+                           "caption.num_gpus=2"])
+    assert misfits(too_big, types) == ["caption replica", "train worker"]
