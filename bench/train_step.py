@@ -206,7 +206,20 @@ def time_steps(next_fn, learner, loss_fn, cfg, device, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def full(steps: int, images: int, loader_workers: int) -> None:
+def caption_decode_rate(paths: list[str], samples: int) -> float:
+    """Images/s of the caption stage's CPU part (decode + resize to 224) on one core."""
+    import pyarrow as pa
+
+    from stages.caption import decode_batch
+
+    table = pa.table({"image_id": [str(i) for i in range(samples)],
+                      "image_path": [paths[i % len(paths)] for i in range(samples)]})
+    t0 = time.perf_counter()
+    decode_batch(table, 224)
+    return samples / (time.perf_counter() - t0)
+
+
+def full(steps: int, images: int, loader_workers: int, loader_only: bool = False) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,6 +246,11 @@ def full(steps: int, images: int, loader_workers: int) -> None:
         print(f"loader, one core: GTA5 {src_rate:.1f} samples/s (decode + resize 1280x720 + crop; the previous "
               f"PIL loader: {before:.1f}), Cityscapes {tgt_rate:.1f} samples/s (resize 1024x512); decode alone "
               f"of a 1914x1052 PNG: PIL {pil_rate:.1f}/s, OpenCV {cv2_rate:.1f}/s")
+        city_paths = [r["image_path"] for r in data.labelled_target + data.unlabelled]
+        print(f"caption decode (2048x1024 PNG -> 224x224, OpenCV), one core: "
+              f"{caption_decode_rate(city_paths, n):.1f} images/s")
+        if loader_only:
+            return
 
         learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)
@@ -255,9 +273,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="paper sizes on real-size PNGs")
     parser.add_argument("--images", type=int, default=12, help="--full: images per domain to write")
     parser.add_argument("--loader-workers", type=int, default=4, help="--full: loader processes per stream")
+    parser.add_argument("--loader-only", action="store_true", help="--full: the per-core rates alone, no model")
     args = parser.parse_args()
     if args.full:
-        full(args.steps, args.images, args.loader_workers)
+        full(args.steps, args.images, args.loader_workers, args.loader_only)
     else:
         tiny_language(args.steps)
 

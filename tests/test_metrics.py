@@ -1,0 +1,66 @@
+"""The numbers users publish: confusion matrix, IoU, mIoU over 19/16/13 classes, sliding-window inference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from stages.datasets import CLASS_SETS, IGNORE
+from stages.evaluate import confusion, iou_per_class, miou, predict, sliding_windows
+
+
+def test_confusion_counts_rows_truth_columns_prediction_and_skips_ignored():
+    label = np.array([[0, 0, 1, IGNORE], [2, 2, 2, 1]], dtype=np.uint8)
+    pred = np.array([[0, 1, 1, 5], [2, 0, 2, 1]], dtype=np.uint8)
+    conf = confusion(pred, label, 19)
+    assert conf.sum() == 7  # the ignored pixel is not counted
+    assert conf[0, 0] == 1 and conf[0, 1] == 1 and conf[1, 1] == 2 and conf[2, 2] == 2 and conf[2, 0] == 1
+
+
+def test_iou_and_miou_by_hand():
+    conf = np.zeros((19, 19), dtype=np.int64)
+    conf[0, 0], conf[0, 1] = 8, 2  # road: 8 right, 2 called sidewalk
+    conf[1, 1], conf[1, 0] = 3, 1  # sidewalk
+    conf[5, 5] = 4  # pole, perfect
+    conf[7, 0] = 2  # traffic sign: in the ground truth, never predicted
+    conf[2, 9] = 1  # building predicted as terrain: terrain is in no ground truth, only predicted
+    iou = iou_per_class(conf)
+    assert iou[0] == 8 / (8 + 2 + 1 + 2)  # TP / (TP + FN + FP)
+    assert iou[1] == 3 / (3 + 1 + 2)
+    assert iou[5] == 1.0 and iou[7] == 0.0 and iou[2] == 0.0 and iou[9] == 0.0
+    assert math.isnan(iou[3]) and math.isnan(iou[18])  # absent from both: left out, as the Cityscapes scripts do
+    present = [0, 1, 2, 5, 7, 9]
+    assert miou(iou, 19) == np.mean(iou[present])
+    # SYNTHIA's 16 classes drop terrain (9), truck, train; the 13 also wall, fence, pole (5)
+    assert miou(iou, 16) == np.mean(iou[[0, 1, 2, 5, 7]])
+    assert miou(iou, 13) == np.mean(iou[[0, 1, 2, 7]])
+    assert set(CLASS_SETS[13]) < set(CLASS_SETS[16]) < set(CLASS_SETS[19])
+
+
+def test_sliding_windows_cover_the_image():
+    assert sliding_windows(512, 512, 341) == [0]
+    starts = sliding_windows(1024, 512, 341)
+    assert starts[0] == 0 and starts[-1] == 512 and all(b - a <= 341 for a, b in zip(starts, starts[1:]))
+
+
+class PerPixel(torch.nn.Module):
+    """A model without spatial context (a 1×1 convolution): sliding windows must change nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 19, 1)
+
+    def forward(self, x, text, mask):
+        return type("Out", (), {"logits": self.conv(x)})()
+
+
+def test_sliding_window_inference_equals_whole_image_inference():
+    torch.manual_seed(0)
+    model, image = PerPixel(), torch.randn(1, 3, 100, 230)
+    text, mask = torch.zeros(1, 1, 4), torch.ones(1, 1, dtype=torch.bool)
+    whole = predict(model, image, text, mask, crop=64, num_classes=19, sliding=False)
+    windows = predict(model, image, text, mask, crop=64, num_classes=19, sliding=True)
+    torch.testing.assert_close(windows, whole)
+    assert windows.shape == (1, 19, 100, 230)
