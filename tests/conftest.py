@@ -42,5 +42,5 @@ def ray_local():
     import pipeline  # noqa: F401  (sets Ray's environment before Ray is imported)
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never a stray cluster
     yield ray
