@@ -31,6 +31,14 @@ VARIANTS = {
 }
 
 
+def train_in_process() -> None:
+    """The stage's own train_func, run in this process instead of under Ray Train: the same training,
+    without Ray Train's start-up for each of the many short runs."""
+    import stages.train
+
+    stages.train.fit_on_ray = lambda config, t, name: stages.train.train_func({**config, "use_ray": False})
+
+
 def evaluate_variant(base: list[str], extra: list[str], seed: int) -> dict:
     cfg = load_config(None, [*base, *extra, f"train.seed={seed}"])
     t0 = time.perf_counter()
@@ -57,7 +65,8 @@ def main() -> None:
                         help="indices into the variant list")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = [f"paths.workdir={args.workdir}", f"train.iterations={args.iterations}"]
+    base = [f"paths.workdir={args.workdir}", f"train.iterations={args.iterations}", "cluster.address=local"]
+    train_in_process()
     names = [list(VARIANTS)[int(i)] for i in args.variants.split(",")]
     results = {name: [evaluate_variant(base, VARIANTS[name], s) for s in seeds] for name in names}
     print(f"demo world, {args.iterations} iterations, seeds {seeds}: mIoU19 (mean over seeds, each seed), "
