@@ -61,12 +61,12 @@ def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int, 
         init_ray(ClusterConfig())
         kwargs = dict(model="tiny", dtype="float32", prompt=None, max_new_tokens=new_tokens, num_gpus=0, size=224)
         for n in replicas:
-            for label, pool in (
+            for k, (label, pool) in enumerate((
                 ("decode in the replica", ShardPool(DecodeInReplica, kwargs, batch, n, 0, 0)),
                 ("decode tasks + replicas", ShardPool(CaptionBatch, kwargs, batch, n, 0, 0, prepare=decode_batch,
                                                       prepare_kwargs={"size": 224}, num_cpus=0.5)),
-            ):
-                name = f"bench-{n}-{label[:6]}"
+            )):
+                name = f"bench-{n}-{k}"
                 ctx = StageContext(cfg, "caption", name, workdir / name, {}, Manifest(workdir / "bench.duckdb"),
                                    workdir)
                 stats = map_shards(ctx, rows, shard_size, pool, ClusterConfig())
