@@ -28,6 +28,7 @@ from PIL import Image
 
 from models.captioner import default_device, load_captioner
 from models.losses import build_supervised_loss
+from models.segmentor import ema_update
 from models.text import end_positions, load_text_encoder
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
@@ -199,8 +200,6 @@ def time_steps(next_fn, learner, loss_fn, cfg, device, steps: int) -> float:
         learner.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         learner.optimizer.step()
-        from models.segmentor import ema_update
-
         ema_update(learner.teacher, learner.student, cfg.train.ema_alpha)
     sync(device)
     return (time.perf_counter() - t0) / steps

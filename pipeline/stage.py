@@ -65,14 +65,14 @@ def payload(stage: str, version: int, config_slice: dict[str, Any], inputs: dict
                                   "workdir": workdir_inputs or {}}, sort_keys=True, default=str))
 
 
-def fingerprint(stage_payload: dict[str, Any]) -> str:
-    """sha256 of a stage's payload (name, version, config slice, input digests)."""
-    return hashlib.sha256(json.dumps(stage_payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def digest(items: Any) -> str:
-    """sha256 of any JSON-able value: the content digests of stage outputs."""
+    """sha256 of any JSON-able value: the content digests of stage outputs, and fingerprints."""
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(stage_payload: dict[str, Any]) -> str:
+    """A stage's fingerprint: the digest of its payload (name, version, config slice, input digests)."""
+    return digest(stage_payload)
 
 
 def stage_dir(workdir: Path, stage: str, fp: str) -> Path:
