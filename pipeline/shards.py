@@ -3,9 +3,10 @@
 The rows are cut into shards of ``shard_size``. Shards already recorded complete (and present on disk) are
 skipped. The rest go through one Ray Data ``map_batches`` actor pool; the driver gathers each shard's
 rows as they stream back, writes the shard whole (temporary name, then rename) and records it in the
-manifest. A replica that dies is replaced and its batch retried, at most ``max_retries`` times; past
-that the shards not yet done are recorded as failed, the stage fails naming them, and the done ones
-stay done for the next run.
+manifest. A replica that dies is replaced and its batch retried (Ray Data's own default for actor pools:
+restart and retry without end); ``Bounded`` counts the attempts of each batch in a small Ray actor and
+fails the batch past ``max_retries`` retries. Then the shards not yet done are recorded as failed, the
+stage fails naming them, and the done ones stay done for the next run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipeline.stage import StageContext, StageError
 from pipeline.store import write_parquet
 
 SHARD_COLUMN = "shard"
+ROW_COLUMN = "_row"  # the row's index in the stage's input: names a batch across retries
 
 
 def init_ray(cluster: ClusterConfig) -> None:
@@ -85,6 +87,38 @@ class MapStats:
                 "rows_per_s": round(self.steady_rate, 1) if self.rows_after_first else None}
 
 
+class Attempts:
+    """Counts how often each batch was started, across replicas and restarts (run as a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def start(self, key: int) -> int:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+
+class BatchKeptFailing(RuntimeError):
+    pass
+
+
+class Bounded:
+    """The pool's UDF, refusing a batch that has already killed its replica ``max_retries + 1`` times."""
+
+    def __init__(self, udf: type, udf_kwargs: dict[str, Any], attempts: Any, max_retries: int) -> None:
+        self.udf, self.attempts, self.max_retries = udf(**udf_kwargs), attempts, max_retries
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        key = batch.column(ROW_COLUMN)[0].as_py()
+        attempt = ray.get(self.attempts.start.remote(key))
+        if attempt > self.max_retries + 1:
+            raise BatchKeptFailing(f"the batch from row {key} killed its replica {attempt - 1} times "
+                                   f"(max_retries={self.max_retries})")
+        return self.udf(batch.drop_columns([ROW_COLUMN]))
+
+
 def shard_path(out_dir: Path, shard: int) -> Path:
     return Path(out_dir) / f"shard-{shard:05d}.parquet"
 
@@ -101,17 +135,17 @@ def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool
     for i in shards:
         part = rows.slice(i * shard_size, shard_size)
         part = part.append_column(SHARD_COLUMN, pa.array(np.full(len(part), i, dtype=np.int32)))
+        part = part.append_column(ROW_COLUMN, pa.array(np.arange(len(part), dtype=np.int64) + i * shard_size))
         blocks += [part.slice(j, pool.batch_size) for j in range(0, len(part), pool.batch_size)]
     ds = ray.data.from_arrow(blocks)
     if pool.prepare is not None:  # CPU tasks, on any node with CPUs, stream their output to the pool
         ds = ds.map_batches(pool.prepare, fn_kwargs=pool.prepare_kwargs or {}, batch_size=pool.batch_size,
                             batch_format="pyarrow", num_cpus=pool.prepare_cpus)
-    return ds.map_batches(
-        pool.udf, fn_constructor_kwargs=pool.udf_kwargs, batch_size=pool.batch_size, batch_format="pyarrow",
+    attempts = ray.remote(num_cpus=0)(Attempts).remote()
+    kwargs = {"udf": pool.udf, "udf_kwargs": pool.udf_kwargs, "attempts": attempts, "max_retries": pool.max_retries}
+    return ds.map_batches(  # no **ray_remote_args: Ray Data restarts replicas and retries by default; Bounded bounds it
+        Bounded, fn_constructor_kwargs=kwargs, batch_size=pool.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool.concurrency), num_gpus=pool.num_gpus or None, num_cpus=pool.num_cpus,
-        # Passed through **ray_remote_args (no named parameter yet; deprecated for Ray 2.64, we pin < 2.61).
-        max_restarts=-1,  # a replica that dies is replaced...
-        max_task_retries=pool.max_retries,  # ...and its batch retried, a bounded number of times
     )
 
 

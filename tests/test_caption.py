@@ -116,6 +116,19 @@ def test_a_dead_replica_is_replaced_and_its_shard_retried(tmp_path, small_config
     assert read_parquet(ctx.out_dir).column("image_id").to_pylist() == ROWS.column("image_id").to_pylist()
 
 
+def test_the_pool_uses_no_deprecated_ray_remote_args(tmp_path, small_config, ray_local):
+    import warnings
+
+    from pipeline.shards import _dataset
+
+    pool = ShardPool(Marked, {"marker": str(tmp_path / "died"), "always": False}, 4, 1, 0, max_retries=1,
+                     prepare=decode_batch, prepare_kwargs={"size": 8})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _dataset(ROWS, [0, 1], 4, pool)
+    assert not [w for w in caught if "ray_remote_args" in str(w.message)]
+
+
 def test_a_shard_that_keeps_failing_fails_the_stage_and_keeps_the_rest(tmp_path, small_config, ray_local):
     ctx = shard_context(tmp_path, small_config)
     pool = ShardPool(Marked, {"marker": str(tmp_path / "died"), "always": True}, 4, 1, 0, max_retries=1)
