@@ -34,9 +34,9 @@ VARIANTS = {
 def train_in_process() -> None:
     """The stage's own train_func, run in this process instead of under Ray Train: the same training,
     without Ray Train's start-up for each of the many short runs."""
-    import stages.train
+    import stages.train.loop
 
-    stages.train.fit_on_ray = lambda config, t, name: stages.train.train_func({**config, "use_ray": False})
+    stages.train.loop.fit_on_ray = lambda config, t, name: stages.train.loop.train_func({**config, "use_ray": False})
 
 
 def evaluate_variant(base: list[str], extra: list[str], seed: int) -> dict:

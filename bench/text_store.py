@@ -19,7 +19,8 @@ import pyarrow as pa
 import torch
 
 from pipeline.store import write_parquet
-from stages.embed_text import embedding_table, load_text_embeddings, open_store
+from stages.embed_text import embedding_table
+from stages.language import load_text_embeddings, open_store
 
 
 def write_store(out: Path, captions: int, tokens: int, dim: int, shard_size: int = 1024) -> None:

@@ -26,7 +26,8 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from models.captioner import default_device, load_captioner
+from models.captioner import load_captioner
+from models.device import pick_device
 from models.losses import build_supervised_loss
 from models.segmentor import ema_update
 from models.text import end_positions, load_text_encoder
@@ -35,10 +36,11 @@ from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from pipeline.store import write_parquet
 from stages import demo_world
 from stages.datasets import TRAIN_TO_CITYSCAPES_ID
-from stages.embed_text import TextEmbeddingStore, embedding_table
+from stages.embed_text import embedding_table
+from stages.index import read_split
+from stages.language import TextEmbeddingStore
 from stages.loader import CropSet
-from stages.split import read_split
-from stages.train import Batch, build_learner, build_streams, next_batch, train_step, training_set, trim
+from stages.train.loop import Batch, build_learner, build_streams, next_batch, train_step, training_set, trim
 
 
 def sync(device: torch.device) -> None:
@@ -75,7 +77,7 @@ def training_inputs(cfg, workdir: Path):
 
 
 def tiny_language(steps: int) -> None:
-    device = default_device()
+    device = pick_device()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [f"paths.workdir={tmp}", "data.demo.n_source=64", "data.demo.n_target_train=64",
                                  "data.demo.n_target_val=4"])

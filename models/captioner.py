@@ -12,16 +12,14 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from models.device import pick_device
+
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 on GPU and fp32 on CPU."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
-
-
-def default_device(num_gpus: float = 1.0) -> torch.device:
-    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -46,7 +44,7 @@ class Captioner:
 def load_captioner(model: str, dtype: str = "auto", device: torch.device | None = None, seed: int = 0) -> Captioner:
     from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
 
-    device = device or default_device()
+    device = device or pick_device()
     torch_dtype = resolve_dtype(dtype, device)
     if model == "tiny":
         from models.tiny import tiny_blip2_config, tiny_caption_tokenizer

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ModelConfig
+from models.config import ModelConfig
 
 
 def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], native: tuple[int, int]) -> torch.Tensor:

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config import ModelConfig
 from models.decoder import Decoder, MultiLevelDecoder
 from models.dlg import DenseLanguageGuidance
 from models.encoder import DenseCLIPEncoder, build_vision_encoder
-from pipeline.config import ModelConfig
 
 
 @dataclass

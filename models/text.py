@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.device import pick_device
+
 
 @dataclass
 class TextEncoder:
@@ -68,7 +70,7 @@ def load_text_encoder(model: str, pretrained: str = "none", device: torch.device
                       seed: int = 0) -> TextEncoder:
     import open_clip
 
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or pick_device()
     if model == "tiny":
         from models.tiny import TINY_EMBED_DIM, TINY_TEXT, TINY_VISION
 

@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.config import ModelConfig
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+LAYOUTS = {  # what each dataset's root holds, in its official layout
+    "cityscapes": "leftImg8bit/{train,val}/<city>/*_leftImg8bit.png with gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
+    "gta5": "images/*.png with labels/*.png",
+    "synthia": "RGB/*.png with GT/LABELS/*.png",
+}
 
 
 class ConfigError(ValueError):
@@ -38,8 +47,6 @@ class DomainConfig(Section):
     @model_validator(mode="after")
     def _root_exists(self) -> DomainConfig:
         if self.root is not None and not self.root.expanduser().exists():
-            from stages.datasets import LAYOUTS
-
             layout = f" (a {self.name} root holds {LAYOUTS[self.name]})" if self.name in LAYOUTS else ""
             raise ValueError(f"root: path does not exist: {self.root}{layout}")
         return self
@@ -104,20 +111,6 @@ class TextConfig(Section):
     num_gpus: float = Field(0.0, ge=0)
     concurrency: int = Field(1, ge=1)
     prompt_template: str = "a photo of a {}."  # class embeddings
-
-
-class ModelConfig(Section):
-    vision_model: str = "tiny"  # open_clip image tower name (ViT-B-16) or `tiny`
-    vision_pretrained: str = "none"  # open_clip tag, local file, or `none`
-    vision_init: Literal["clip", "imagenet", "random"] = "clip"  # VLP ablation
-    imagenet_checkpoint: Path | None = None  # timm ViT-B/16 weights for vision_init=imagenet
-    dlg: bool = True  # Dense Language Guidance; False decodes F_V alone
-    dlg_dim: int = Field(256, ge=1)  # width of the DLG keys and values
-    max_tokens: int = Field(77, ge=1)  # nL after padding: F_M has this many channels
-    decoder_channels: int = Field(256, ge=1)
-    decoder: Literal["light", "multilevel"] = "multilevel"  # multilevel: blocks at 1/4, 1/2, 3/4 depth to 4x the grid
-
-    _check_ckpt = field_validator("imagenet_checkpoint")(_existing_path)
 
 
 class LossConfig(Section):

@@ -8,9 +8,11 @@ one just before the stage would run, and ``plan`` says which input it waits for.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,17 @@ from pipeline.lock import WorkdirLock
 from pipeline.manifest import Manifest, StageRun
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
-from stages import caption, embed_text, evaluate, ingest, report, split, train
 
-STAGES: dict[str, StageModule] = {m.NAME: m for m in (ingest, split, caption, embed_text, train, evaluate, report)}
+STAGES = ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report")  # the DAG, inputs first
+
+
+@cache
+def stage_module(name: str) -> StageModule:
+    """``stages.<name>``, imported on first use: a stage module is its interface (name, version, inputs,
+    fingerprint slice) and imports nothing heavy; its ``run`` loads the rest."""
+    if name not in STAGES:
+        raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    return importlib.import_module(f"stages.{name}")
 MANIFEST_FILE = "manifest.duckdb"
 
 
@@ -50,7 +60,7 @@ def completed(manifest: Manifest | None, workdir: Path, name: str, fp: str | Non
 def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[str, str | None]
                   ) -> dict[str, Any] | None:
     """What stage ``name``'s fingerprint hashes, or None while an input's digest is not known yet."""
-    stage, workdir = STAGES[name], Path(cfg.paths.workdir)
+    stage, workdir = stage_module(name), Path(cfg.paths.workdir)
     inputs = {}
     for inp in stage.INPUTS:
         key = getattr(stage, "INPUT_DIGESTS", {}).get(inp)
@@ -106,7 +116,7 @@ def run_pipeline(cfg: Config, only: list[str] | None = None, skip: tuple[str, ..
 
 
 def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome:
-    stage, workdir = STAGES[name], Path(cfg.paths.workdir).resolve()
+    stage, workdir = stage_module(name), Path(cfg.paths.workdir).resolve()
     fps = fingerprints(cfg, manifest)
     missing = [i for i in stage.INPUTS if completed(manifest, workdir, i, fps[i]) is None]
     if missing:  # within a full run the inputs ran first, so only a single stage gets here

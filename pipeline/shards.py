@@ -87,6 +87,13 @@ class MapStats:
                 "rows_per_s": round(self.steady_rate, 1) if self.rows_after_first else None}
 
 
+def node_id() -> str:
+    """The Ray node this process runs on (``local`` without Ray): the ``node`` column of every shard row."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
 class Attempts:
     """Counts how often each batch was started, across replicas and restarts (run as a Ray actor)."""
 

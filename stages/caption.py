@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.shards import ShardPool, map_shards
+from pipeline.shards import ShardPool, map_shards, node_id
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet
 from stages.index import INDEX_FILE, dataset_roots, resolve_rows
@@ -27,12 +27,6 @@ EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries", "decod
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     return {"caption": cfg.caption.model_dump(mode="json", exclude=EXECUTION_KEYS)}
-
-
-def node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def decode_batch(batch: pa.Table, size: int) -> pa.Table:
@@ -61,9 +55,10 @@ class CaptionBatch:
 
     def __init__(self, model: str, dtype: str, prompt: str | None, max_new_tokens: int, num_gpus: float,
                  size: int):
-        from models.captioner import default_device, load_captioner
+        from models.captioner import load_captioner
+        from models.device import pick_device
 
-        self.captioner = load_captioner(model, dtype, default_device(num_gpus))
+        self.captioner = load_captioner(model, dtype, pick_device(num_gpus))
         self.model, self.prompt, self.max_new_tokens, self.size = model, prompt, max_new_tokens, size
         self.node = node_id()
 

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.config import ModelConfig
+from models.segmentor import Segmentor, build_segmentor
 from pipeline.store import atomic_path
 
 FORMAT = "semidavil-checkpoint/1"
@@ -133,3 +135,12 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Che
     rng = {**header["rng"], **{k: v.cpu() for k, v in _by_prefix(tensors, "rng.").items()}}
     return Checkpoint(header["step"], _by_prefix(tensors, "student."), _by_prefix(tensors, "teacher."),
                       _join_optimizer(header["optimizer"], _by_prefix(tensors, "optimizer.")), header["meta"], rng)
+
+
+def load_model(path: Path | str, model: ModelConfig, which: str, device: torch.device) -> Segmentor:
+    """The checkpoint's teacher or student (``which``), rebuilt from ``model`` and the checkpoint's metadata,
+    in eval mode on ``device``."""
+    ckpt = load_checkpoint(path, device)
+    net = build_segmentor(model, ckpt.meta["text_dim"], ckpt.meta["num_classes"])
+    net.load_state_dict(getattr(ckpt, which))
+    return net.to(device).eval()

@@ -41,6 +41,11 @@ PALETTE = np.array([
 ], dtype=np.uint8)
 
 
+def colourise(pred: np.ndarray) -> np.ndarray:
+    """(H, W) trainIds -> (H, W, 3) uint8 in the Cityscapes palette; ignored or unknown ids black."""
+    return np.where((pred < len(PALETTE))[..., None], PALETTE[np.minimum(pred, len(PALETTE) - 1)], 0).astype(np.uint8)
+
+
 def eval_class_sets(source: str) -> tuple[int, ...]:
     """The class-set sizes reported for a source: 19 for GTA5, 16 and 13 for SYNTHIA."""
     return (16, 13) if source == "synthia" else (19,)
@@ -109,13 +114,6 @@ def _flat(root: Path, name: str, images: str, labels: str) -> list[Sample]:
         Sample(f"{name}/train/{img.stem}", "train", img, root / labels / img.name)
         for img in sorted((root / images).glob("*.png"))
     ]
-
-
-LAYOUTS = {
-    "cityscapes": "leftImg8bit/{train,val}/<city>/*_leftImg8bit.png with gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
-    "gta5": "images/*.png with labels/*.png",
-    "synthia": "RGB/*.png with GT/LABELS/*.png",
-}
 
 
 def list_samples(dataset: str, root: Path) -> list[Sample]:

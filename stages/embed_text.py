@@ -3,33 +3,27 @@
 Store layout (``<out_dir>``): ``shard-NNNNN.parquet`` with image_id, n_tokens, dim, truncated and
 ``embedding`` (the valid tokens, start to end token, as float16 bytes, row-major n_tokens × dim);
 ``class_embeddings.parquet`` (class_id, name, embedding of "a photo of a {name}.", pooled, float32 bytes);
-``meta.json``. ``load_text_embeddings`` pads and masks them for the trainer.
+``meta.json``. ``stages.language`` reads the store, padded and masked, for train, evaluate and predict.
 """
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from pipeline.config import Config
-from pipeline.shards import ShardPool, map_shards
+from pipeline.shards import ShardPool, map_shards, node_id
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet, write_json, write_parquet
-from stages.caption import node_id
 from stages.datasets import CLASSES
+from stages.language import CLASS_FILE, META_FILE
 
 NAME = "embed_text"
 VERSION = 1
 INPUTS = ("caption",)
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus"}
-CLASS_FILE = "class_embeddings.parquet"
-META_FILE = "meta.json"
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
@@ -40,13 +34,15 @@ class EmbedBatch:
     """Ray Data callable class: one frozen text encoder per replica."""
 
     def __init__(self, model: str, pretrained: str, num_gpus: float):
+        from models.device import pick_device
         from models.text import load_text_encoder
 
-        device = torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
-        self.encoder = load_text_encoder(model, pretrained, device)
+        self.encoder = load_text_encoder(model, pretrained, pick_device(num_gpus))
         self.node = node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
         from models.text import end_positions
 
         captions = [c or "" for c in batch.column("caption").to_pylist()]  # a rejected image: empty caption
@@ -73,6 +69,8 @@ def embedding_table(image_ids, shards, emb: np.ndarray, n_tokens: np.ndarray, tr
 
 
 def class_embeddings(model: str, pretrained: str, template: str) -> pa.Table:
+    import torch
+
     from models.text import load_text_encoder
 
     encoder = load_text_encoder(model, pretrained, torch.device("cpu"))
@@ -98,54 +96,3 @@ def run(ctx: StageContext) -> StageResult:
     n = store.column("n_tokens").to_numpy()
     return StageResult(store.num_rows, {"dim": dim, "truncated": len(truncated), **stats.details(),
                                         "mean_tokens": float(n.mean())})
-
-
-class TextEmbeddingStore:
-    """All caption embeddings of a store in one float16 buffer, served by image_id."""
-
-    def __init__(self, store_path: Path | str):
-        self.path = Path(store_path)
-        files = sorted(self.path.glob("shard-*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"{self.path}: no text embedding shards")
-        table = read_parquet(self.path, columns=["image_id", "n_tokens", "dim", "embedding"])
-        self.dim = int(table.column("dim")[0].as_py())
-        self.row = {image_id: r for r, image_id in enumerate(table.column("image_id").to_pylist())}
-        self.n_tokens = table.column("n_tokens").to_numpy()
-        emb = table.column("embedding").combine_chunks()  # LargeBinaryArray: offsets + one data buffer
-        offsets = np.frombuffer(emb.buffers()[1], dtype=np.int64)[emb.offset:emb.offset + len(emb) + 1]
-        self.data = np.frombuffer(emb.buffers()[2], dtype=np.float16)
-        self.start = offsets[:-1] // 2  # in float16 elements
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def batch(self, image_ids: list[str], max_tokens: int = 77) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings (B, max_tokens, c) float32, mask (B, max_tokens) bool); longer captions are cut."""
-        try:
-            rows = [self.row[i] for i in image_ids]
-        except KeyError as err:
-            raise KeyError(f"{self.path}: no text embedding for image {err.args[0]!r}") from None
-        out = np.zeros((len(rows), max_tokens, self.dim), dtype=np.float32)
-        mask = np.zeros((len(rows), max_tokens), dtype=bool)
-        for b, r in enumerate(rows):
-            n = min(int(self.n_tokens[r]), max_tokens)
-            s = self.start[r]
-            out[b, :n] = self.data[s:s + n * self.dim].reshape(n, self.dim)
-            mask[b, :n] = True
-        return torch.from_numpy(out), torch.from_numpy(mask)
-
-
-@lru_cache(maxsize=4)
-def open_store(store_path: str) -> TextEmbeddingStore:
-    return TextEmbeddingStore(store_path)
-
-
-def load_text_embeddings(store_path: Path | str, image_ids: list[str],
-                         max_tokens: int = 77) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded caption embeddings and their mask for ``image_ids`` (the store is opened once and cached)."""
-    return open_store(str(Path(store_path).resolve())).batch(image_ids, max_tokens)
-
-
-def read_meta(store_path: Path) -> dict[str, Any]:
-    return json.loads((Path(store_path) / META_FILE).read_text())

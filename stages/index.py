@@ -1,4 +1,4 @@
-"""The image index that ingest writes and every later stage reads (DESIGN §1).
+"""The image index that ingest writes and every later stage reads, and the labelled split (DESIGN §1).
 
 Paths in the index are relative to their dataset root; ``dataset_roots`` finds the roots from the config
 and ``read_index`` joins them, so a work directory and a dataset can each move without re-doing work.
@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pipeline.config import DataConfig
 
 INDEX_FILE = "index.parquet"
+SPLIT_FILE = "labelled.txt"  # written by the split stage: one labelled image id per line
 DEMO_DIR = Path("data") / "demo"  # under the work directory
 DEMO_LAYOUTS = {"source": "gta5", "target": "cityscapes"}  # the demo world is written in these layouts
 
@@ -55,3 +56,8 @@ def resolve_rows(rows: list[dict[str, Any]], roots: dict[str, Path | str]) -> li
 def read_index(path: Path | str, roots: dict[str, Path | str]) -> list[dict[str, Any]]:
     """The index as rows with absolute paths."""
     return resolve_rows(pq.read_table(path).to_pylist(), roots)
+
+
+def read_split(out_dir: Path) -> set[str]:
+    """The labelled image ids a split stage wrote."""
+    return set(Path(out_dir, SPLIT_FILE).read_text().split())

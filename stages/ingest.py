@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from pipeline.config import Config
+from pipeline.config import LAYOUTS, Config
 from pipeline.progress import console, progress
 from pipeline.stage import StageContext, StageError, StageResult, digest
 from pipeline.store import write_parquet
 from stages import demo_world
-from stages.datasets import LAYOUTS, MAX_LABEL_ID, Sample, list_samples, read_raw_label
+from stages.datasets import MAX_LABEL_ID, Sample, list_samples, read_raw_label
 from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots
 
 NAME = "ingest"

@@ -140,7 +140,7 @@ def loss_plot(runs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stages.train import read_metrics
+    from stages.trained import read_metrics
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:

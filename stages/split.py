@@ -17,13 +17,12 @@ import pyarrow.parquet as pq
 from pipeline.config import Config, DataConfig
 from pipeline.stage import StageContext, StageError, StageResult, digest
 from pipeline.store import write_atomic
-from stages.index import INDEX_FILE
+from stages.index import INDEX_FILE, SPLIT_FILE
 
 NAME = "split"
 VERSION = 1
 INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "index"}
-SPLIT_FILE = "labelled.txt"
 
 
 def split_file_lines(path: Path) -> list[tuple[int, str]]:
@@ -65,11 +64,6 @@ def _match_split_name(name: str, known: set[str]) -> str | None:
     stem = Path(name).name.removesuffix(".png").removesuffix("_leftImg8bit")
     candidates = [k for k in known if k.rsplit("/", 1)[-1] == stem]
     return candidates[0] if len(candidates) == 1 else None
-
-
-def read_split(out_dir: Path) -> set[str]:
-    """The labelled image ids a split stage wrote."""
-    return set(Path(out_dir, SPLIT_FILE).read_text().split())
 
 
 def run(ctx: StageContext) -> StageResult:

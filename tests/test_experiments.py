@@ -31,10 +31,10 @@ def test_ablation_rows_are_the_papers_table_3():
 
 
 def test_sweep_then_ablate_caption_once_and_report_every_run(tmp_path, ray_local, monkeypatch):
-    import stages.train
+    import stages.train.loop
 
     # train_func runs in this process: the same training, without Ray Train's start-up for each of the cells
-    monkeypatch.setattr(stages.train, "fit_on_ray", lambda config, t, name: stages.train.train_func(
+    monkeypatch.setattr(stages.train.loop, "fit_on_ray", lambda config, t, name: stages.train.loop.train_func(
         {**config, "use_ray": False}))
     base = small_overrides(tmp_path / "w", "train.iterations=2", "data.demo.n_target_train=8")
     run_grid(None, base, sweep_cells([0, 4], [0]))

@@ -10,7 +10,7 @@ from pipeline.config import load_config
 from pipeline.plan import payload_changes, plan
 from pipeline.runner import STAGES, fingerprints, run_pipeline
 from pipeline.stage import fingerprint, payload, stage_dir
-from stages.split import SPLIT_FILE
+from stages.index import SPLIT_FILE
 from tests.conftest import small_overrides
 
 LANGUAGE = ("caption", "embed_text")

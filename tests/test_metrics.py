@@ -7,8 +7,9 @@ import math
 import numpy as np
 import torch
 
+from models.inference import predict, sliding_windows
 from stages.datasets import CLASS_SETS, IGNORE
-from stages.evaluate import confusion, iou_per_class, miou, predict, sliding_windows
+from stages.metrics import confusion, iou_per_class, miou
 
 
 def test_confusion_counts_rows_truth_columns_prediction_and_skips_ignored():

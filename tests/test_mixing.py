@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import stages.train as train
+import stages.train.loop as train
 from models.losses import consistency_loss, passed_per_class
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
 from models.segmentor import build_segmentor, decoder_levels, ema_alpha

@@ -1,4 +1,4 @@
-"""Stage 5, train: the SSDA student and EMA teacher (paper §3.3-3.4, DESIGN §4-5) under Ray Train.
+"""The train stage's work: the SSDA student and EMA teacher (paper §3.3-3.4, DESIGN §4-5) under Ray Train.
 
 ``train_func(config)`` is the per-worker function. It runs under Ray Train's ``TorchTrainer`` (DDP across
 workers, ``FailureConfig``: a dead worker is replaced and training goes on from the last checkpoint) and also
@@ -27,36 +27,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.config import vision_init
+from models.device import pick_device
 from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
+from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
-from pipeline.config import Config, ModelConfig, TrainConfig
+from pipeline.config import Config, TrainConfig
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
 from stages.checkpoint import Checkpoint, checkpoint_step, load_checkpoint, save_checkpoint, set_rng_state
 from stages.datasets import CLASSES
-from stages.embed_text import TextEmbeddingStore
-from stages.index import INDEX_FILE, dataset_roots, read_index
+from stages.index import INDEX_FILE, dataset_roots, read_index, read_split
+from stages.language import TextEmbeddingStore
 from stages.loader import STREAMS, Streams, default_workers, stream
-from stages.split import read_split
+from stages.trained import CHECKPOINT, METRICS, SETUP, read_metrics
 
-NAME = "train"
-VERSION = 3  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors
-INPUTS = ("ingest", "split", "embed_text")
-INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
-EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
-CHECKPOINT = "checkpoints/last.safetensors"
-METRICS = "metrics.jsonl"
-SETUP = "setup.json"  # what this training actually used: the report's CT/DyCE/VLP/DLG columns
 NUM_CLASSES = len(CLASSES)
-CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-
-
-def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
 
 
 # data ------------------------------------------------------------------------------------------------
@@ -92,11 +80,6 @@ def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin:
 
 
 # augmentation ----------------------------------------------------------------------------------------
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] RGB -> CLIP's normalisation."""
-    return (images - CLIP_MEAN.to(images.device)) / CLIP_STD.to(images.device)
-
-
 def strong_augment(images: torch.Tensor) -> torch.Tensor:
     """Photometric strong view of (B, 3, H, W) in [0, 1]: colour jitter, grayscale, blur, per image.
 
@@ -265,7 +248,7 @@ def _world(use_ray: bool) -> tuple[int, int, torch.device]:
 
         ctx = ray.train.get_context()
         return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
-    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return 0, 1, pick_device()
 
 
 def _use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
@@ -333,64 +316,94 @@ def seed_step_rngs(seed: int, rank: int, start: int, ckpt: Checkpoint | None) ->
     torch.manual_seed(seed + 1000 * rank + start)
 
 
-def train_func(config: dict[str, Any]) -> dict[str, float]:
-    """Train for ``train.iterations`` steps; ``config`` as ``worker_config`` makes it. Returns the last logs."""
-    cfg = Config.model_validate(config["cfg"])
-    t, out_dir, use_ray = cfg.train, Path(config["out_dir"]), bool(config.get("use_ray", False))
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Worker:
+    """One rank's training, as ``setup_worker`` builds it: the loop runs ``optimise`` on it step by step."""
+
+    cfg: Config
+    out_dir: Path
+    rank: int
+    use_ray: bool
+    device: torch.device
+    learner: Learner
+    model: torch.nn.Module  # the student, wrapped for DDP when there are several workers
+    store: TextEmbeddingStore
+    streams: Streams
+    sup_loss: torch.nn.Module
+    start: int  # the first step to run: 0, or the checkpoint's step
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {"text_dim": self.store.dim, "num_classes": NUM_CLASSES}
+
+
+def worker_device(t: TrainConfig, use_ray: bool) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this worker; a CPU worker under Ray uses the CPUs it reserved."""
     rank, world, device = _world(use_ray)
     if not use_ray and not _use_gpu(t):
         device = torch.device("cpu")
     if use_ray and device.type == "cpu":
         torch.set_num_threads(t.cpus_per_worker)  # Ray pins a worker to its CPU share
+    return rank, world, device
+
+
+def distribute(student: Segmentor, use_ray: bool, world: int) -> torch.nn.Module:
+    if not (use_ray and world > 1):
+        return student
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(student, move_to_device=False)
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    """Build the learner, resume it from the newest checkpoint, open the streams where it stopped."""
+    cfg = Config.model_validate(config["cfg"])
+    t, out_dir, use_ray = cfg.train, Path(config["out_dir"]), bool(config.get("use_ray", False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, device = worker_device(t, use_ray)
     store = TextEmbeddingStore(config["text_store"])
     learner = build_learner(cfg, store.dim, device)
     ckpt = latest_checkpoint(out_dir, use_ray, device)
     start = learner.restore(ckpt) if ckpt is not None else 0
     if ckpt is not None and rank == 0:
         console.print(f"  train: resuming from step {start}")
-    model = learner.student
-    if use_ray and world > 1:
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(learner.student, move_to_device=False)
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
     streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
     seed_step_rngs(t.seed, rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
-    meta = {"text_dim": store.dim, "num_classes": NUM_CLASSES}
-    logs: dict[str, float] = {}
-    tic = time.perf_counter()
-    learner.student.train()
-    for step in range(start, t.iterations):
-        learner.set_lr(step, t)
-        batch = next_batch(streams, store, cfg.model.max_tokens, device)
-        loss, step_logs = train_step(batch, model, learner.teacher, sup_loss, cfg, t.amp and device.type == "cuda")
-        learner.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        learner.optimizer.step()
-        ema_update(learner.teacher, learner.student, ema_alpha(step, t.ema_alpha, t.ema_warmup))  # Eq. 6
-        done = step + 1
-        if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
-            logs = {k: v.tolist() for k, v in step_logs.items()} | {
-                "step": done, "lr": learner.optimizer.param_groups[-1]["lr"],
-                "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
-            log_step(out_dir, logs, rank, t.iterations)
-        if done % t.checkpoint_every == 0 or done == t.iterations:
-            write_checkpoint(out_dir, done, learner, meta, rank, use_ray, logs | {"step": done})
+    return Worker(cfg, out_dir, rank, use_ray, device, learner, distribute(learner.student, use_ray, world), store,
+                  streams, sup_loss, start)
+
+
+def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
+    """One step of the method: a batch of each stream, the losses, AdamW, then the EMA teacher (Eq. 6)."""
+    t, learner = w.cfg.train, w.learner
+    learner.set_lr(step, t)
+    batch = next_batch(w.streams, w.store, w.cfg.model.max_tokens, w.device)
+    loss, logs = train_step(batch, w.model, learner.teacher, w.sup_loss, w.cfg, t.amp and w.device.type == "cuda")
+    learner.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    learner.optimizer.step()
+    ema_update(learner.teacher, learner.student, ema_alpha(step, t.ema_alpha, t.ema_warmup))
     return logs
 
 
-def read_metrics(out_dir: Path) -> list[dict[str, float]]:
-    """The metrics log, one entry per logged step (a step logged twice across a restart: the last)."""
-    path = Path(out_dir) / METRICS
-    if not path.exists():
-        return []
-    by_step = {}
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        by_step[entry["step"]] = entry
-    return [by_step[s] for s in sorted(by_step)]
+def train_func(config: dict[str, Any]) -> dict[str, float]:
+    """Train for ``train.iterations`` steps; ``config`` as ``worker_config`` makes it. Returns the last logs."""
+    w = setup_worker(config)
+    t, logs, tic = w.cfg.train, {}, time.perf_counter()
+    w.learner.student.train()
+    for step in range(w.start, t.iterations):
+        step_logs = optimise(w, step)
+        done = step + 1
+        if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
+            logs = {k: v.tolist() for k, v in step_logs.items()} | {
+                "step": done, "lr": w.learner.optimizer.param_groups[-1]["lr"],
+                "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
+            log_step(w.out_dir, logs, w.rank, t.iterations)
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            write_checkpoint(w.out_dir, done, w.learner, w.meta, w.rank, w.use_ray, logs | {"step": done})
+    return logs
 
 
 def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, workdir: Path, use_ray: bool) -> dict:
@@ -399,13 +412,6 @@ def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, workdir: 
             "roots": {k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()},
             "split": str(Path(inputs["split"]).resolve()), "text_store": str(Path(inputs["embed_text"]).resolve()),
             "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
-
-
-def vision_init(model: ModelConfig) -> str:
-    """The image tower's actual start: CLIP (VLP) only with pretrained weights; random weights are random."""
-    if model.vision_init == "imagenet":
-        return "imagenet"
-    return "clip" if model.vision_init == "clip" and model.vision_pretrained != "none" else "random"
 
 
 def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
@@ -435,7 +441,7 @@ def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> 
     ).fit()
 
 
-def run(ctx: StageContext) -> StageResult:
+def train_on_ray(ctx: StageContext) -> StageResult:
     t = ctx.cfg.train
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
     write_json(describe(ctx.cfg, training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)),

@@ -1,0 +1,30 @@
+"""Stage 5, train: the SSDA student and EMA teacher (paper §3.3-3.4, DESIGN §4-5) under Ray Train.
+
+``loop.py`` holds the method: the per-worker function ``train_func`` (build, resume, a loop of
+``train_step``, checkpoints) and the step itself. This module is the stage's interface and imports nothing
+heavy; ``run`` loads the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.stage import StageContext, StageResult
+
+NAME = "train"
+VERSION = 3  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors
+INPUTS = ("ingest", "split", "embed_text")
+INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
+EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
+
+
+def fingerprint_config(cfg: Config) -> dict[str, Any]:
+    return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
+
+
+def run(ctx: StageContext) -> StageResult:
+    from stages.train.loop import train_on_ray
+
+    return train_on_ray(ctx)
