@@ -58,8 +58,21 @@ def load_captioner(model: str, dtype: str = "auto", device: torch.device | None 
     else:
         processor = Blip2Processor.from_pretrained(model)
         net = Blip2ForConditionalGeneration.from_pretrained(model, dtype=torch_dtype)
-    net = net.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
+    net = cast_keeping_fp32(net, torch_dtype).to(device).eval().requires_grad_(False)
     return Captioner(processor, net, device, torch_dtype)
+
+
+def cast_keeping_fp32(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``net`` in ``dtype``, but for the parts its class keeps in float32 (``_keep_in_fp32_modules``: BLIP-2's
+    Q-Former and query tokens), as ``from_pretrained`` loads them."""
+    net = net.to(dtype)
+    for name in getattr(net, "_keep_in_fp32_modules", None) or ():
+        part = getattr(net, name)
+        if isinstance(part, torch.nn.Parameter):
+            part.data = part.data.float()
+        else:
+            part.float()
+    return net
 
 
 def blip2_opt_2_7b_config():

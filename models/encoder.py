@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.clip import build_clip
 from models.config import ModelConfig
 
 
@@ -78,24 +79,35 @@ def _clip_visual(name: str, pretrained: str | None) -> nn.Module:
     import open_clip
 
     if pretrained is not None:  # the whole CLIP is built to load its checkpoint; keep the image tower
-        return open_clip.create_model(name, pretrained=pretrained).visual
+        return build_clip(name, pretrained).visual
+    if name == "tiny":
+        from models.tiny import TINY_EMBED_DIM, TINY_VISION
+
+        return open_clip.model._build_vision_tower(TINY_EMBED_DIM, TINY_VISION)
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ValueError(f"model.vision_model: unknown open_clip model {name!r}")
     return open_clip.model._build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
 
 
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file (as the Hugging Face hub serves timm weights) or a torch file
+    (tensors only: ``weights_only``)."""
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd.get("model", sd))
+
+
 def _load_imagenet(visual: nn.Module, checkpoint: Path) -> None:
     """Load a timm ViT-B/16 ImageNet state dict into an open_clip image tower (VLP ablation, Table 3).
 
-    timm has no pre-norm and a patch-embedding bias where CLIP has ``ln_pre`` and no bias: ``ln_pre``
-    becomes the identity and the bias joins a new conv; LayerNorms take timm's eps. ``proj`` keeps its
-    random init.
+    The tower has timm's shape already (``_timm_shape``): timm has no pre-norm and a patch-embedding bias
+    where CLIP has ``ln_pre`` and no bias. ``proj`` keeps its random init.
     """
-    sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    sd = sd.get("state_dict", sd.get("model", sd))
-    conv = nn.Conv2d(3, visual.conv1.out_channels, visual.patch_size, visual.patch_size, bias=True)
-    visual.conv1, visual.ln_pre = conv, nn.Identity()
+    sd = read_state_dict(checkpoint)
     mapped = {
         "conv1.weight": sd["patch_embed.proj.weight"], "conv1.bias": sd["patch_embed.proj.bias"],
         "class_embedding": sd["cls_token"].reshape(-1), "positional_embedding": sd["pos_embed"][0],
@@ -111,25 +123,27 @@ def _load_imagenet(visual: nn.Module, checkpoint: Path) -> None:
     missing = set(visual.load_state_dict(mapped, strict=False).missing_keys) - {"proj"}
     if missing:
         raise ValueError(f"{checkpoint}: no ImageNet weights for {sorted(missing)[:5]}")
+
+
+def _timm_shape(visual: nn.Module) -> None:
+    """The tower as a timm ViT is built: a patch embedding with a bias, no pre-norm, LayerNorm eps 1e-6."""
+    conv = nn.Conv2d(3, visual.conv1.out_channels, visual.patch_size, visual.patch_size, bias=True)
+    visual.conv1, visual.ln_pre = conv, nn.Identity()
     for module in visual.modules():  # timm's LayerNorms use eps 1e-6, open_clip's 1e-5
         if isinstance(module, nn.LayerNorm):
             module.eps = 1e-6
 
 
-def build_vision_encoder(cfg: ModelConfig) -> DenseCLIPEncoder:
-    """E_V from ``model.vision_model`` and ``model.vision_init`` (clip | imagenet | random)."""
-    import open_clip
-
-    if cfg.vision_model == "tiny":
-        from models.tiny import TINY_EMBED_DIM, TINY_VISION
-
-        visual = open_clip.model._build_vision_tower(TINY_EMBED_DIM, TINY_VISION)
-    else:
-        use_clip = cfg.vision_init == "clip" and cfg.vision_pretrained != "none"
-        visual = _clip_visual(cfg.vision_model, cfg.vision_pretrained if use_clip else None)
+def build_vision_encoder(cfg: ModelConfig, load_weights: bool = True) -> DenseCLIPEncoder:
+    """E_V from ``model.vision_model`` and ``model.vision_init`` (clip | imagenet | random). Without
+    ``load_weights`` the same architecture is built, randomly initialised, for a checkpoint to fill."""
+    use_clip = load_weights and cfg.vision_init == "clip" and cfg.vision_pretrained != "none"
+    visual = _clip_visual(cfg.vision_model, cfg.vision_pretrained if use_clip else None)
     if cfg.vision_init == "imagenet":
-        if cfg.imagenet_checkpoint is None:
-            raise ValueError("model.imagenet_checkpoint: required when model.vision_init is imagenet")
-        _load_imagenet(visual, cfg.imagenet_checkpoint)
+        _timm_shape(visual)
+        if load_weights:
+            if cfg.imagenet_checkpoint is None:
+                raise ValueError("model.imagenet_checkpoint: required when model.vision_init is imagenet")
+            _load_imagenet(visual, cfg.imagenet_checkpoint)
     return DenseCLIPEncoder(visual)
 

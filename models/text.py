@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,14 @@ class TextEncoder:
         proj = m.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj  # (N, L, c)
 
+    def caption_embeddings(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """What the embed_text store keeps of each caption: its tokens' embeddings (N, L, c) as float16,
+        the token count from start to end token, and whether it was cut to the context."""
+        tokens = self.tokenize(captions)  # (N, L): cut to the context, the end token kept last
+        emb = self.token_embeddings(tokens).to(torch.float16).cpu().numpy()
+        n_tokens = (end_positions(tokens) + 1).cpu().numpy()
+        return emb, n_tokens, [n > tokens.shape[1] for n in self.full_lengths(captions)]
+
     @torch.inference_mode()
     def encode(self, texts: list[str], normalize: bool = False) -> torch.Tensor:
         """Pooled embeddings, as ``encode_text``: (N, c)."""
@@ -68,18 +77,13 @@ def end_positions(tokens: torch.Tensor) -> torch.Tensor:
 
 def load_text_encoder(model: str, pretrained: str = "none", device: torch.device | None = None,
                       seed: int = 0) -> TextEncoder:
+    """The frozen text tower of ``model`` with ``pretrained`` weights (open_clip tag, local file, or none)."""
     import open_clip
 
-    device = device or pick_device()
-    if model == "tiny":
-        from models.tiny import TINY_EMBED_DIM, TINY_TEXT, TINY_VISION
+    from models.clip import build_clip
 
-        torch.manual_seed(seed)
-        net = open_clip.CLIP(embed_dim=TINY_EMBED_DIM, vision_cfg=TINY_VISION, text_cfg=TINY_TEXT)
-        net.visual = nn.Identity()  # the tiny image tower is not needed here
-        tokenizer = open_clip.get_tokenizer("ViT-B-16")
-    else:
-        net = open_clip.create_model(model, pretrained=None if pretrained == "none" else pretrained)
-        net.visual = nn.Identity()
-        tokenizer = open_clip.get_tokenizer(model)
+    device = device or pick_device()
+    net = build_clip(model, pretrained, seed)
+    net.visual = nn.Identity()  # only the text tower runs
+    tokenizer = open_clip.get_tokenizer("ViT-B-16" if model == "tiny" else model)
     return TextEncoder(net.to(device).eval().requires_grad_(False), tokenizer, device)

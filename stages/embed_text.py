@@ -41,15 +41,8 @@ class EmbedBatch:
         self.node = node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
-        from models.text import end_positions
-
         captions = [c or "" for c in batch.column("caption").to_pylist()]  # a rejected image: empty caption
-        tokens = self.encoder.tokenize(captions)  # (N, L): cut to the context, the end token kept last
-        emb = self.encoder.token_embeddings(tokens).to(torch.float16).cpu().numpy()  # (N, L, c)
-        n_tokens = (end_positions(tokens) + 1).cpu().numpy()  # start token .. end token
-        truncated = [n > tokens.shape[1] for n in self.encoder.full_lengths(captions)]
+        emb, n_tokens, truncated = self.encoder.caption_embeddings(captions)
         return embedding_table(batch.column("image_id"), batch.column("shard"), emb, n_tokens, truncated, self.node)
 
 
