@@ -53,8 +53,9 @@ class Segmentor(nn.Module):
                 {"params": head, "lr": lr, "weight_decay": weight_decay}]
 
 
-def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int) -> Segmentor:
-    encoder = build_vision_encoder(cfg)
+def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int, load_weights: bool = True) -> Segmentor:
+    """S from ``model``; without ``load_weights`` no pretrained weights are read (a checkpoint fills it)."""
+    encoder = build_vision_encoder(cfg, load_weights)
     c = encoder.out_channels
     dlg = DenseLanguageGuidance(c, text_dim, cfg.dlg_dim) if cfg.dlg else None
     top = c + (cfg.max_tokens if cfg.dlg else 0)  # [F_M padded to max_tokens, F_V]

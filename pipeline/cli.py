@@ -196,5 +196,49 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
     _grid(config, set_, address, workdir, cells)
 
 
+
+
+@app.command()
+def predict(checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint or an exported model file.")],
+            images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+            out_dir: Annotated[Path, typer.Option("--out", help="Where the predictions go.")] = Path("predictions"),
+            model: Annotated[str | None, typer.Option("--model", help="teacher or student (default: a checkpoint's "
+                                                      "teacher, or the network an exported file holds).")] = None,
+            set_: SetOpt = None,
+            batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8) -> None:
+    """Segment your own images: caption and embed each one with the run's language models, then predict."""
+    from pipeline.predict import expand_images, load_predictor, predict_images
+
+    try:
+        paths = expand_images(images)
+        predictor = load_predictor(checkpoint, model, set_ or [])
+    except (ValueError, OSError, ConfigError) as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    result = predict_images(predictor, paths, out_dir, batch_size)
+    out.print(f"{len(result.written)} images predicted into {out_dir}" +
+              (f"; {len(result.skipped)} skipped" if result.skipped else ""))
+    if not result.written:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(source: Annotated[Path, typer.Argument(help="A training run directory (train/<fingerprint>) or its "
+                                                       "checkpoint file.")],
+           out_file: Annotated[Path, typer.Option("--out", help="The model file to write (.safetensors).")],
+           model: Annotated[str, typer.Option("--model", help="teacher (default) or student.")] = "teacher") -> None:
+    """Write the teacher (or student) weights alone, with the config that rebuilds them, for `predict`."""
+    from stages.checkpoint import CheckpointError, export_model
+    from stages.trained import CHECKPOINT
+
+    path = source / CHECKPOINT if source.is_dir() else source
+    try:
+        export_model(path, model, out_file)
+    except (CheckpointError, ValueError) as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    out.print(f"{model} of {path} written to {out_file}")
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -7,6 +7,7 @@ overrides and raises :class:`ConfigError` with a one-line message naming the fil
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -218,6 +219,18 @@ def _format_error(source: str, err: ValidationError) -> str:
     return f"{source}: {loc or '<root>'}: {msg}" + (f" (and {more} more)" if more else "")
 
 
+def config_from_mapping(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> Config:
+    """``raw`` with ``overrides`` applied, validated; ConfigError naming ``source`` and the key."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(raw, key, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read ``path`` (default ``configs/demo.yaml``), apply ``overrides`` and validate."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -231,10 +244,4 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: <root>: expected a mapping of sections")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(raw, key, value)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_error(str(path), err)) from None
+    return config_from_mapping(raw, overrides, str(path))

@@ -32,14 +32,12 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
 def decode_batch(batch: pa.Table, size: int) -> pa.Table:
     """CPU task: decode each image and resize it to the captioner's input (size × size, uint8 RGB bytes).
     An image that fails to decode keeps its row, with no pixels and the reason."""
-    import cv2
-
-    from stages.images import read_rgb
+    from stages.images import read_rgb, resize_image
 
     pixels, errors = [], []
     for path in batch.column("image_path").to_pylist():
         try:
-            image = cv2.resize(read_rgb(path), (size, size), interpolation=cv2.INTER_AREA)
+            image = resize_image(read_rgb(path), (size, size))  # as `predict` does
             pixels.append(image.tobytes())
             errors.append(None)
         except Exception as err:  # any decoder error: record it, caption the rest

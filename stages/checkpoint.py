@@ -22,6 +22,8 @@ from models.segmentor import Segmentor, build_segmentor
 from pipeline.store import atomic_path
 
 FORMAT = "semidavil-checkpoint/1"
+MODEL_FORMAT = "semidavil-model/1"  # `semidavil export`: one network's weights and the config that rebuilds it
+NETWORKS = ("teacher", "student")
 
 
 class CheckpointError(ValueError):
@@ -108,7 +110,7 @@ def checkpoint_step(path: Path | str) -> int:
     return _read_header(Path(path))["step"]
 
 
-def _read_header(path: Path) -> dict[str, Any]:
+def _read_header(path: Path, formats: tuple[str, ...] = (FORMAT,)) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
@@ -120,8 +122,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({str(err)[:120]}); pickled checkpoints "
                               "(.pt, .pth) are refused, since loading one can run any code it holds") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file, but not a SemiDAViL checkpoint (no {FORMAT} header)")
+    if not isinstance(header, dict) or header.get("format") not in formats:
+        raise CheckpointError(f"{path}: a safetensors file, but not a SemiDAViL file (no {' or '.join(formats)} "
+                              "header)")
     return header
 
 
@@ -137,10 +140,43 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Che
                       _join_optimizer(header["optimizer"], _by_prefix(tensors, "optimizer.")), header["meta"], rng)
 
 
-def load_model(path: Path | str, model: ModelConfig, which: str, device: torch.device) -> Segmentor:
-    """The checkpoint's teacher or student (``which``), rebuilt from ``model`` and the checkpoint's metadata,
-    in eval mode on ``device``."""
-    ckpt = load_checkpoint(path, device)
-    net = build_segmentor(model, ckpt.meta["text_dim"], ckpt.meta["num_classes"])
-    net.load_state_dict(getattr(ckpt, which))
+def read_meta(path: Path | str) -> dict[str, Any]:
+    """The model metadata of a checkpoint or an exported model file (text_dim, num_classes, config)."""
+    return _read_header(Path(path), (FORMAT, MODEL_FORMAT))["meta"]
+
+
+def read_weights(path: Path | str, which: str | None = None,
+                 device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The teacher's or the student's weights, from a checkpoint or from a model file exported with them;
+    ``which`` None: a checkpoint's teacher, or the network an exported file holds."""
+    from safetensors.torch import load_file
+
+    if which not in (None, *NETWORKS):
+        raise ValueError(f"--model: {which!r} is not one of {', '.join(NETWORKS)}")
+    header = _read_header(Path(path), (FORMAT, MODEL_FORMAT))
+    which = which or header.get("which", "teacher")
+    if header["format"] == MODEL_FORMAT and header["which"] != which:
+        raise CheckpointError(f"{path}: an exported model holding the {header['which']} only, not the {which}")
+    tensors = load_file(str(path), device=str(device))
+    return tensors if header["format"] == MODEL_FORMAT else _by_prefix(tensors, f"{which}.")
+
+
+def load_model(path: Path | str, model: ModelConfig, which: str | None, device: torch.device) -> Segmentor:
+    """The teacher or student (``which``) of a checkpoint or exported model file, rebuilt from ``model`` (no
+    pretrained weights are read: the file has them all) and the file's metadata, in eval mode on ``device``."""
+    meta = read_meta(path)
+    net = build_segmentor(model, meta["text_dim"], meta["num_classes"], load_weights=False)
+    net.load_state_dict(read_weights(path, which, device))
     return net.to(device).eval()
+
+
+def export_model(path: Path | str, which: str, out: Path | str) -> Path:
+    """One network of a training checkpoint, with the metadata and config that rebuild it, as a model file."""
+    from safetensors.torch import save_file
+
+    header = _read_header(Path(path))
+    weights = {k: v.contiguous() for k, v in read_weights(path, which).items()}
+    meta = {"format": MODEL_FORMAT, "which": which, "step": header["step"], "meta": header["meta"]}
+    with atomic_path(Path(out)) as tmp:
+        save_file(weights, str(tmp), metadata={"semidavil": json.dumps(meta)})
+    return Path(out)

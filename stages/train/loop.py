@@ -334,7 +334,15 @@ class Worker:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return {"text_dim": self.store.dim, "num_classes": NUM_CLASSES}
+        return checkpoint_meta(self.cfg, self.store.dim)
+
+
+def checkpoint_meta(cfg: Config, text_dim: int) -> dict[str, Any]:
+    """What a checkpoint needs besides its weights to be used on its own (``semidavil predict``): the sizes,
+    and the config sections that rebuild the model and describe a new image to it as training did."""
+    model = cfg.model.model_dump(mode="json") | {"imagenet_checkpoint": None}  # its weights are in the checkpoint
+    sections = {name: getattr(cfg, name).model_dump(mode="json") for name in ("caption", "text", "train", "eval")}
+    return {"text_dim": text_dim, "num_classes": NUM_CLASSES, "config": {"model": model, **sections}}
 
 
 def worker_device(t: TrainConfig, use_ray: bool) -> tuple[int, int, torch.device]:

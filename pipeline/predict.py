@@ -1,0 +1,177 @@
+"""`semidavil predict`: a trained model on a user's own images, with their language computed on the fly.
+
+Each image is captioned and its caption embedded with the captioner and text encoder of the run that made
+the checkpoint (its config travels in the checkpoint's header; ``--set`` overrides it, e.g. a local
+``caption.model`` directory), then the teacher (or the student) segments it by sliding windows, as evaluate
+does. For each image: ``<name>_pred.png`` (Cityscapes palette) and ``<name>_overlay.png``, at the input size.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config, config_from_mapping
+from pipeline.progress import console, progress
+from stages.datasets import CLASSES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_images(inputs: list[str]) -> list[Path]:
+    """Files, folders (their images, recursively) and globs, in order, each once; ValueError naming an input
+    that matches nothing."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise ValueError(f"{item}: no such image, folder or glob match")
+        found += [p for p in matches if p not in found]
+    return found
+
+
+def inference_config(meta: dict[str, Any], overrides: list[str], source: Path) -> Config:
+    """The config the checkpoint was trained with (the sections inference needs), with ``overrides``."""
+    if "config" not in meta:
+        raise ValueError(f"{source}: the checkpoint carries no config (written before predict existed); "
+                         "train again, or export it from a run directory")
+    return config_from_mapping(meta["config"], overrides, f"{source} (its config)")
+
+
+@dataclass
+class Predictor:
+    """The trained segmentor and the language models that describe a new image to it."""
+
+    cfg: Config
+    model: Any  # models.segmentor.Segmentor, eval mode
+    captioner: Any  # models.captioner.Captioner
+    text: Any  # models.text.TextEncoder
+    device: Any  # torch.device
+
+    def language(self, images: list[np.ndarray]) -> tuple[list[str], list[tuple[Any, Any]]]:
+        """Captions, and each caption's F_L (1, max_tokens, c) with its mask, as the embed_text store
+        would hold them (float16, start to end token)."""
+        import torch
+
+        from stages.images import resize_image
+
+        cap, m = self.cfg.caption, self.cfg.model
+        small = [resize_image(im, (cap.image_size, cap.image_size)) for im in images]  # as the caption stage
+        captions = self.captioner(small, cap.prompt, cap.max_new_tokens)
+        emb, n_tokens, _ = self.text.caption_embeddings(captions)
+        out = []
+        for e, n in zip(emb, n_tokens, strict=True):
+            n = min(int(n), m.max_tokens)
+            text = torch.zeros(1, m.max_tokens, e.shape[-1], device=self.device)
+            mask = torch.zeros(1, m.max_tokens, dtype=torch.bool, device=self.device)
+            text[0, :n] = torch.from_numpy(e[:n].astype(np.float32)).to(self.device)
+            mask[0, :n] = True
+            out.append((text, mask))
+        return captions, out
+
+    def segment(self, image: np.ndarray, text: Any, mask: Any) -> np.ndarray:
+        """(H, W) uint8 trainIds at the image's own size."""
+        import torch
+        import torch.nn.functional as F
+
+        from models.inference import predict
+        from models.preprocess import normalize
+        from stages.images import resize_image
+
+        t = self.cfg.train
+        x = resize_image(image, t.target_size) if t.target_size is not None else image  # as training saw it
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].to(self.device).float().div(255)
+        probs = predict(self.model, normalize(x), text, mask, t.crop_size, len(CLASSES),
+                        self.cfg.eval.sliding_window)
+        probs = F.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
+        return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+
+def load_predictor(path: Path, which: str | None, overrides: list[str], device: Any = None) -> Predictor:
+    from models.captioner import load_captioner
+    from models.device import pick_device
+    from models.text import load_text_encoder
+    from stages.checkpoint import load_model, read_meta
+
+    device = device or pick_device()
+    cfg = inference_config(read_meta(path), overrides, path)
+    model = load_model(path, cfg.model, which, device)
+    captioner = load_captioner(cfg.caption.model, cfg.caption.dtype, device)
+    return Predictor(cfg, model, captioner, load_text_encoder(cfg.text.model, cfg.text.pretrained, device), device)
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).round().astype(np.uint8)
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """A file stem per image, made unique with its folder names where stems repeat."""
+    names, seen = [], set()
+    for p in paths:
+        name, parents = p.stem, list(p.parent.parts)
+        while name in seen and parents:
+            name = f"{parents.pop()}__{name}"
+        names.append(name)
+        seen.add(name)
+    return names
+
+
+@dataclass
+class Predicted:
+    written: list[Path] = field(default_factory=list)  # the prediction PNGs
+    captions: dict[str, str] = field(default_factory=dict)  # image path -> its caption
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (image, why)
+
+
+def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray) -> Path:
+    from PIL import Image
+
+    from pipeline.store import atomic_path
+    from stages.datasets import colourise
+
+    colours = colourise(pred)
+    for suffix, array in (("pred", colours), ("overlay", overlay(image, colours))):
+        with atomic_path(out_dir / f"{name}_{suffix}.png") as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+    return out_dir / f"{name}_pred.png"
+
+
+def read_images(paths: list[Path], result: Predicted) -> list[tuple[Path, np.ndarray]]:
+    """The images that decode; the others are recorded in ``result.skipped`` with the reason."""
+    from stages.images import read_rgb
+
+    good = []
+    for p in paths:
+        try:
+            good.append((p, read_rgb(p)))
+        except ValueError as err:
+            result.skipped.append((p, str(err)))
+    return good
+
+
+def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch_size: int = 8) -> Predicted:
+    """Caption, embed and segment ``paths`` in batches; write a prediction and an overlay per image."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names, result = dict(zip(paths, output_names(paths), strict=True)), Predicted()
+    with progress("predict", total=len(paths), unit="images") as advance:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images = read_images(chunk, result)
+            captions, texts = predictor.language([im for _, im in images]) if images else ([], [])
+            for (p, image), caption, (text, mask) in zip(images, captions, texts, strict=True):
+                result.written.append(write_outputs(out_dir, names[p], image, predictor.segment(image, text, mask)))
+                result.captions[str(p)] = caption
+            advance(len(chunk))
+    for p, why in result.skipped:
+        console.print(f"[yellow]skipped[/] {p}: {why}")
+    return result
