@@ -70,7 +70,7 @@ def print_results(cfg: Config) -> None:
 
 def print_report_path(cfg: Config, fps: dict[str, str | None] | None = None) -> None:
     fp = (fps or fingerprints(cfg))["report"]
-    report = stage_dir(Path(cfg.paths.workdir), "report", fp) / "report.md" if fp else None
+    report = stage_dir(Path(cfg.paths.workdir), "report", fp) / "index.html" if fp else None
     if report is not None and report.exists():
         out.print(f"report: {report}")
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+from PIL import Image
 
 from pipeline.config import load_config
 from pipeline.manifest import Manifest
@@ -22,11 +29,32 @@ def fake_run(workdir, manifest, fp, **run):
             "dyce": True, "dlg": True, "vlp": True, "vision_init": "clip", "vision_model": "ViT-B-16",
             "iterations": 10, "seed": [0, 0], "evaluate_fingerprint": fp, "train_dir": str(workdir / "train" / fp),
             **run}
+    desc.setdefault("examples", fake_examples(workdir, out, n=2))
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / "run.json").write_text(json.dumps(desc))
+    np.save(out / "confusion.npy", np.random.default_rng(0).integers(0, 100, (len(CLASSES), len(CLASSES))))
     (workdir / "train" / fp).mkdir(parents=True)
-    (workdir / "train" / fp / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    (workdir / "train" / fp / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 2.0, "loss_sup": 1.5, "loss_ct": 0.5, "lr": 0.001, "ct_passed": 0.1}\n'
+        '{"step": 2, "loss": 1.5, "loss_sup": 1.2, "loss_ct": 0.3, "lr": 0.0005, "ct_passed": 0.3}\n')
     manifest.end_stage(manifest.start_stage("r", "evaluate", fp, out), "complete", rows=10)
+
+
+def fake_examples(workdir, out, n):
+    """Saved predictions as evaluate leaves them: val image, Cityscapes label file, colourised prediction."""
+    rng, examples = np.random.default_rng(1), []
+    for k in range(n):
+        image_id = f"val/city/img{k}"
+        paths = {"image": workdir / "data" / f"img{k}.png", "label": workdir / "data" / f"img{k}_labelIds.png",
+                 "prediction": out / "predictions" / f"val__city__img{k}.png"}
+        for p in paths.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        if not paths["image"].exists():
+            Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(paths["image"])
+            Image.fromarray(rng.choice([7, 8, 11, 26], (64, 128)).astype(np.uint8)).save(paths["label"])
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(paths["prediction"])
+        examples.append({"image_id": image_id, **{k: str(v) for k, v in paths.items()}})
+    return examples
 
 
 def report_context(tmp_path, manifest):
@@ -46,13 +74,17 @@ def test_report_tables(tmp_path):
     result = report.run(ctx)
     assert result.rows == 5
     text = (ctx.out_dir / "report.md").read_text()
-    assert "### gta5 → cityscapes (mIoU19, labelled target images)" in text
+    assert "## gta5 → cityscapes: mIoU19 by labelled target images (paper Tables 1-2)" in text
     assert "| SemiDAViL | 71.1 | 72.5 |" in text  # N=100 and N=200 in one row
     assert "| CT+VLP+DLG | 70.3 |  |" in text
     assert "| DyCE+DLG (random init) | 50.0 |  |" in text
-    assert "### synthia → cityscapes (mIoU16" in text and "| SemiDAViL | 60.0 |" in text
-    assert "| ✓ | - | ✓ | ✓ | gta5→cityscapes | 100 | 70.3 | 1 |" in text  # Table 3 row without DyCE
-    assert (ctx.out_dir / "loss.png").stat().st_size > 1000
+    assert "## synthia → cityscapes: mIoU16" in text and "| SemiDAViL | 60.0 |" in text
+    # Table 3: ours, then the paper's published figure for the same components, benchmark and labelled count
+    assert "| ✓ | - | ✓ | ✓ | gta5→cityscapes | 100 | mIoU19 | 70.3 | 1 | 70.3 |" in text
+    assert "| ✓ | ✓ | ✓ | ✓ | synthia→cityscapes | 100 | mIoU16 | 60.0 | 1 | 76.9 |" in text
+    assert "| - | ✓ | - | ✓ | gta5→cityscapes | 100 | mIoU19 | 50.0 | 1 | - |" in text  # not in the paper
+    for figure in ("curves.png", "per_class.png", "confusion_0.png", "index.html"):
+        assert (ctx.out_dir / figure).stat().st_size > 1000, figure
     assert (ctx.out_dir / "runs.parquet").exists()
 
 
@@ -64,7 +96,7 @@ def test_seeds_share_a_cell_as_mean_and_std(tmp_path):
     report.run(ctx)
     text = (ctx.out_dir / "report.md").read_text()
     assert "| SemiDAViL | 72.0 ± 2.0 |" in text
-    assert "| ✓ | ✓ | ✓ | ✓ | gta5→cityscapes | 100 | 72.0 ± 2.0 | 3 |" in text
+    assert "| ✓ | ✓ | ✓ | ✓ | gta5→cityscapes | 100 | mIoU19 | 72.0 ± 2.0 | 3 | 71.1 |" in text
 
 
 def test_a_newly_evaluated_run_gives_a_new_report(tmp_path):
@@ -79,3 +111,45 @@ def test_a_newly_evaluated_run_gives_a_new_report(tmp_path):
     fake_run(tmp_path, m, "bbb", miou=0.6, dyce=False)  # another config was evaluated in this work directory
     assert report_fp() != before
     assert report.evaluated(m, tmp_path) == ["aaa", "bbb"]
+
+
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src"));
+  const tables = [...document.querySelectorAll("table[data-table]")].map(t => t.dataset.table);
+  document.title = JSON.stringify({images: images.length, broken, tables});
+});
+</script>"""
+
+
+def browser_check(page) -> dict:
+    """Open ``page`` (with CHECK added) in headless Chromium; what the page saw once loaded."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium package is needed (.ci/run installs it)"
+    probe = page.with_name("_check.html")
+    probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    title = re.search(r"<title>(.*?)</title>", proc.stdout, re.S)
+    assert title, proc.stderr[-2000:]
+    return json.loads(html.unescape(title.group(1)))
+
+
+def test_the_html_report_renders_in_a_browser_with_every_table_and_image(tmp_path):
+    m = Manifest(tmp_path / "m.duckdb")
+    fake_run(tmp_path, m, "aaa", miou=0.711)
+    fake_run(tmp_path, m, "bbb", miou=0.633, dlg=False, vlp=False, vision_init="random")
+    fake_run(tmp_path, m, "ccc", miou=0.545, dyce=False, dlg=False, vlp=False, vision_init="random")
+    ctx = report_context(tmp_path, m)
+    report.run(ctx)
+    seen = browser_check(ctx.out_dir / "index.html")
+    assert seen["tables"] == ["table-gta5-cityscapes", "table-3", "table-4"]
+    assert seen["broken"] == []
+    # curves, per-class bars, 3 confusion matrices, and 2 examples x (image, truth, prediction) per run, with
+    # the run without DyCE beside the CT+DyCE one (the paper's Figure 4)
+    assert seen["images"] == 2 + 3 + 2 * 3 + 2 * 4 + 2 * 3
+    page = (ctx.out_dir / "index.html").read_text()
+    assert "prediction without DyCE" in page and "paper (published)" in page
+    assert "src=\"/" not in page and "file:" not in page  # every reference is relative: the folder moves whole

@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.stage import StageContext, StageResult
 
 NAME = "evaluate"
-VERSION = 3  # 2: writes run.json for the report; 3: relative index paths, run.json from train's setup
+VERSION = 4  # 2: run.json for the report; 3: relative index paths, run.json from train's setup; 4: examples
 INPUTS = ("ingest", "embed_text", "train")
 INPUT_DIGESTS = {"ingest": "index"}
 

@@ -28,6 +28,10 @@ from stages.metrics import confusion, iou_per_class, miou
 from stages.trained import CHECKPOINT, read_setup
 
 
+def prediction_path(pred_dir: Path, image_id: str) -> Path:
+    return pred_dir / f"{image_id.replace('/', '__')}.png"
+
+
 class Evaluator:
     """Holds the model where it runs — a Ray actor on a GPU worker, so the driver (a CPU head node) never
     builds a full model — and scores chunks of val images: confusion counts, and the first predictions as
@@ -53,7 +57,7 @@ class Evaluator:
             pred = self.predict_row(row, label.shape)
             conf += confusion(pred, label, n)
             if k < cfg.eval.save_predictions:
-                path = self.pred_dir / f"{row['image_id'].replace('/', '__')}.png"
+                path = prediction_path(self.pred_dir, row["image_id"])
                 with atomic_path(path) as tmp:
                     Image.fromarray(colourise(pred)).save(tmp, format="PNG")
         return conf
@@ -109,11 +113,14 @@ def evaluate(ctx: StageContext) -> StageResult:
     pred_dir.mkdir(parents=True, exist_ok=True)
     conf, where = evaluate_on_ray(ctx, rows, pred_dir)
     metrics = write_metrics(ctx, conf, len(rows))
+    examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"],
+                 "prediction": str(prediction_path(pred_dir, r["image_id"]))} for r in rows[:cfg.eval.save_predictions]]
+    write_json(run_description(ctx.cfg, ctx) | {"examples": examples}, ctx.out_dir / "run.json")
     return StageResult(len(rows), {**metrics, "ran_on": where})
 
 
 def write_metrics(ctx: StageContext, conf: np.ndarray, images: int) -> dict[str, Any]:
-    """metrics.json, per_class.parquet, confusion.npy and run.json; returns the mIoUs."""
+    """metrics.json, per_class.parquet and confusion.npy; returns the mIoUs."""
     n, iou = len(CLASSES), iou_per_class(conf)
     metrics = {f"mIoU{k}": miou(iou, k) for k in CLASS_SETS}
     metrics["images"] = images
@@ -124,7 +131,6 @@ def write_metrics(ctx: StageContext, conf: np.ndarray, images: int) -> dict[str,
             np.save(fh, conf)
     write_json({**metrics, "per_class": dict(zip(CLASSES, map(float, iou), strict=True))},
                ctx.out_dir / "metrics.json")
-    write_json(run_description(ctx.cfg, ctx), ctx.out_dir / "run.json")
     return metrics
 
 

@@ -1,0 +1,243 @@
+"""Stage 6, report: the evaluated runs of a work directory as the paper's tables (DESIGN §1).
+
+Reads the output of every complete evaluate stage run of the work directory (``metrics.json`` and
+``run.json``), so runs with other settings (labelled counts, DyCE on/off, DLG, VLP) line up as in the
+paper. The list of those runs is an input of the report's fingerprint: a newly evaluated run makes a new
+report. Runs that differ only in their seeds share a cell, shown as mean ± std.
+
+- Tables 1/2: mIoU per method (rows) and number of labelled target images (columns), per benchmark;
+- Table 3: the ablation of CT, DyCE, VLP and DLG;
+- Table 4: per-class IoU of each run;
+- training curves (every loss term, learning rate, pseudo-labelled share), a per-class IoU bar chart,
+  confusion matrices and example rows image | ground truth | prediction (| the same without DyCE).
+
+Writes ``index.html`` (jinja2, self-contained with its figures and ``examples/``; ``html.py``),
+``report.md`` (the same tables), ``runs.parquet`` and the figures. Table 3 has the paper's published
+figures in a column of their own, marked as the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import Config
+from pipeline.manifest import Manifest
+from pipeline.stage import StageContext, StageError, StageResult, stage_dir
+from pipeline.store import write_atomic, write_parquet
+from stages.datasets import CLASSES, eval_class_sets
+
+NAME = "report"
+VERSION = 3  # 2: the evaluated runs are a fingerprint input; mean ± std over seeds; 3: HTML, figures, paper column
+INPUTS = ("evaluate",)
+LABELLED_COLUMNS = (0, 100, 200, 500, 1000, "all")
+_T3 = {"gta5": (100, 200, 500, 1000), "synthia": (100, 200, 500, 1000)}
+PAPER_TABLE3 = {  # (CT, DyCE, VLP, DLG) -> source -> labelled target images -> mIoU, as the paper publishes it
+    (True, False, False, False): {"gta5": (54.5, 58.2, 62.3, 64.6), "synthia": (60.2, 65.3, 71.5, 72.0)},
+    (True, True, False, False): {"gta5": (63.3, 64.5, 65.9, 68.2), "synthia": (68.7, 70.1, 72.2, 74.7)},
+    (True, False, True, False): {"gta5": (65.6, 66.8, 69.1, 69.9), "synthia": (71.9, 73.0, 74.7, 75.9)},
+    (True, False, True, True): {"gta5": (70.3, 71.6, 72.1, 73.9), "synthia": (74.9, 76.8, 77.7, 79.2)},
+    (True, True, True, True): {"gta5": (71.1, 72.5, 72.9, 74.8), "synthia": (76.9, 77.2, 78.6, 79.7)},
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    id: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        body = "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in self.rows)])
+        return f"## {self.title}\n\n" + (f"{self.note}\n\n" if self.note else "") + body
+
+
+def fingerprint_config(cfg: Config) -> dict[str, Any]:
+    return {}
+
+
+def evaluated(manifest: Manifest | None, workdir: Path) -> list[str]:
+    """Fingerprints of the complete evaluate runs whose outputs are in ``workdir``, oldest first."""
+    runs = manifest.stage_runs("evaluate", status="complete") if manifest else []
+    fps = [r.fingerprint for r in reversed(runs) if (stage_dir(workdir, "evaluate", r.fingerprint) / "run.json").exists()]
+    return list(dict.fromkeys(fps))
+
+
+def workdir_inputs(manifest: Manifest | None, workdir: Path) -> dict[str, Any]:
+    return {"evaluated runs": evaluated(manifest, workdir)}
+
+
+def collect_runs(workdir: Path, fingerprints: list[str]) -> list[dict[str, Any]]:
+    """These evaluated runs: each one's run.json merged with its metrics.json, and where its outputs are."""
+    runs = []
+    for fp in fingerprints:
+        out = stage_dir(workdir, "evaluate", fp)
+        runs.append({**json.loads((out / "run.json").read_text()), **json.loads((out / "metrics.json").read_text()),
+                     "evaluate_dir": str(out)})
+    return runs
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def mean_std(values: list[float]) -> str:
+    """One value as ``71.1``; several (seeds) as ``71.1 ± 0.4`` (sample std); NaNs left out."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if len(finite) < 2:
+        return pct(finite[0] if finite else None)
+    return f"{pct(statistics.mean(finite))} ± {100 * statistics.stdev(finite):.1f}"
+
+
+def check(flag: bool) -> str:
+    return "✓" if flag else "-"
+
+
+def headline(run: dict[str, Any]) -> tuple[str, str]:
+    """The class set a run is judged on: mIoU16 for SYNTHIA, mIoU19 otherwise."""
+    key = f"mIoU{eval_class_sets(run['source'])[0]}"
+    return key, pct(run[key])
+
+
+COMPONENTS = (("CT", "ct"), ("DyCE", "dyce"), ("VLP", "vlp"), ("DLG", "dlg"))
+
+
+def method_name(run: dict[str, Any]) -> str:
+    """``SemiDAViL`` with all four components; otherwise the ones used, e.g. ``CT+DyCE (random init)``."""
+    used = [name for name, key in COMPONENTS if run[key]]
+    name = "SemiDAViL" if len(used) == len(COMPONENTS) else "+".join(used) or "supervised"
+    return name if run["vlp"] else f"{name} ({run['vision_init']} init)"
+
+
+def run_name(run: dict[str, Any]) -> str:
+    return f"{method_name(run)}, N={run['labelled_target']}, seed {run['seed'][-1]}"
+
+
+def benchmark_tables(runs: list[dict[str, Any]]) -> list[Table]:
+    """Tables 1/2: one per source → target, methods × labelled target images."""
+    out = []
+    for bench in sorted({(r["source"], r["target"]) for r in runs}):
+        group = [r for r in runs if (r["source"], r["target"]) == bench]
+        key = headline(group[0])[0]
+        cols = [c for c in LABELLED_COLUMNS if any(r["labelled_target"] == c for r in group)]
+        cols += sorted({r["labelled_target"] for r in group} - set(cols), key=str)
+        rows = []
+        for method in sorted({method_name(r) for r in group}):
+            cells = []
+            for col in cols:
+                match = [r for r in group if method_name(r) == method and r["labelled_target"] == col]
+                cells.append(mean_std([r[key] for r in match]) if match else "")
+            rows.append([method, *cells])
+        out.append(Table(f"table-{bench[0]}-{bench[1]}", f"{bench[0]} → {bench[1]}: {key} by labelled target "
+                         "images (paper Tables 1-2)", ["method", *map(str, cols)], rows))
+    return out
+
+
+def paper_value(components: tuple[bool, ...], source: str, target: str, labelled: Any) -> str:
+    """The paper's Table 3 figure for this cell, or "-" where the paper has none."""
+    published = PAPER_TABLE3.get(components, {}).get(source)
+    if target != "cityscapes" or published is None or labelled not in _T3[source]:
+        return "-"
+    return f"{published[_T3[source].index(labelled)]:.1f}"
+
+
+def ablation_table(runs: list[dict[str, Any]]) -> Table:
+    """Table 3: CT, DyCE, VLP, DLG against mIoU; runs that differ only in seed share a row."""
+    cells: dict[tuple, list[float]] = {}
+    for r in runs:
+        row = (r["ct"], r["dyce"], r["vlp"], r["dlg"], r["source"], r["target"], r["labelled_target"], headline(r)[0])
+        cells.setdefault(row, []).append(r[row[-1]])
+    rows = [[*map(check, row[:4]), f"{row[4]}→{row[5]}", str(row[6]), row[7], mean_std(values), str(len(values)),
+             paper_value(row[:4], row[4], row[5], row[6])] for row, values in cells.items()]
+    return Table("table-3", "Components (paper Table 3)",
+                 ["CT", "DyCE", "VLP", "DLG", "benchmark", "labelled", "class set", "mIoU", "runs", "paper (published)"],
+                 rows, "The last column is the paper's published mIoU for the same components, benchmark and "
+                 "labelled count (GTA5/SYNTHIA → Cityscapes only), not a measurement of ours.")
+
+
+def class_table(runs: list[dict[str, Any]]) -> Table:
+    """Table 4: per-class IoU of each run."""
+    rows = [[run_name(r), *(pct(r["per_class"][c]) for c in CLASSES), headline(r)[1]] for r in runs]
+    return Table("table-4", "Per-class IoU (paper Table 4)", ["run", *CLASSES, "mIoU"], rows)
+
+
+def figures(runs: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+    from stages.report.html import confusion_figure, curves_figure, per_class_figure
+    from stages.trained import read_metrics
+
+    names = [run_name(r) for r in runs]
+    confusions = []
+    for k, (r, name) in enumerate(zip(runs, names, strict=True)):
+        path = Path(r["evaluate_dir"]) / "confusion.npy"
+        if path.exists():
+            confusions.append({"name": name, "path": confusion_figure(np.load(path), name,
+                                                                      out_dir / f"confusion_{k}.png")})
+    return {"curves": curves_figure([(n, read_metrics(Path(r["train_dir"]))) for r, n in zip(runs, names, strict=True)],
+                                    out_dir / "curves.png"),
+            "per_class": per_class_figure([(n, r["per_class"]) for r, n in zip(runs, names, strict=True)],
+                                          out_dir / "per_class.png"),
+            "confusion": confusions}
+
+
+def without_dyce(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run that is this one but for DyCE (the paper's Figure 4 pairing), if there is one."""
+    same = ("ct", "vlp", "dlg", "source", "target", "labelled_target", "vision_init")
+    if not run["dyce"]:
+        return None
+    return next((r for r in runs if not r["dyce"] and all(r[k] == run[k] for k in same)), None)
+
+
+def example_groups(runs: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Per run with saved predictions: rows image | ground truth | prediction (| prediction without DyCE)."""
+    from stages.report.html import example_cells
+
+    groups = []
+    for k, r in enumerate(runs):
+        partner = without_dyce(r, runs)
+        theirs = {e["image_id"]: e for e in partner.get("examples", [])} if partner else {}
+        rows = []
+        for e in r.get("examples", []):
+            cells = example_cells(e, out_dir, f"run{k}")
+            if partner:
+                other = theirs.get(e["image_id"])
+                cells.append(example_cells(other, out_dir, f"run{runs.index(partner)}")[2] if other else "")
+            rows.append(cells)
+        if rows:
+            header = ["image", "ground truth", "prediction"] + (["prediction without DyCE"] if partner else [])
+            groups.append({"name": run_name(r), "header": header, "rows": rows})
+    return groups
+
+
+def run(ctx: StageContext) -> StageResult:
+    from stages.report.html import render
+
+    runs = collect_runs(ctx.workdir, evaluated(ctx.manifest, ctx.workdir))
+    if not runs:
+        raise StageError(f"{ctx.workdir}: no evaluated run to report")
+    tables = [*benchmark_tables(runs), ablation_table(runs), class_table(runs)]
+    figs = figures(runs, ctx.out_dir)
+    text = "\n\n".join([
+        f"# SemiDAViL report: {ctx.workdir}",
+        f"{len(runs)} evaluated run(s) in this work directory. mIoU in %, on the target val split. "
+        "`index.html` beside this file has the same tables with figures and examples.",
+        *(t.markdown() for t in tables),
+        "## Training curves", f"![training curves]({figs['curves']})",
+    ]) + "\n"
+    write_atomic(ctx.out_dir / "report.md", lambda tmp: tmp.write_text(text))
+    render({"workdir": str(ctx.workdir), "runs": runs, "tables": tables, "figures": figs,
+            "examples": example_groups(runs, ctx.out_dir)}, ctx.out_dir / "index.html")
+    flat = [{k: v for k, v in r.items() if k not in ("per_class", "examples")}
+            | {f"iou_{c}": r["per_class"][c] for c in CLASSES} for r in runs]
+    write_parquet(pa.Table.from_pylist([{k: str(v) if k == "labelled_target" else v for k, v in f.items()}
+                                        for f in flat]), ctx.out_dir / "runs.parquet")
+    return StageResult(len(runs), {"report": str(ctx.out_dir / "index.html")})
