@@ -22,6 +22,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="SemiDAViL: language-guided semi-supervised domain adaptation for semantic segmentation.")
 out = Console()
 
+
+@app.callback()
+def main_options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own output (its "
+                                                         "warnings, its workers' lines) on the terminal too.")]
+                 = False) -> None:
+    """SemiDAViL: language-guided semi-supervised domain adaptation for semantic segmentation."""
+    from pipeline.progress import QUIET
+
+    QUIET["on"] = not verbose
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/demo.yaml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override: section.key=value (repeatable).")]
 AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join: 'auto' or HOST:PORT.")]

@@ -1,9 +1,17 @@
-"""Progress bars and the console, on stderr so that stdout stays for results."""
+"""Progress bars and the console, on stderr so that stdout stays for results.
+
+By default the console is quiet: Ray's own output (its Python loggers, its C++ core worker, its workers'
+lines) goes to ``<workdir>/logs/ray-console.log`` and Ray's session logs, and the terminal shows one line per
+stage start and end, our progress bars and results. ``semidavil --verbose`` shows everything.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +25,19 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+QUIET = {"on": False}  # set by the CLI: Ray's own output kept off the terminal
+
+
+def route_ray_output(log_path: Path) -> None:
+    """Send file descriptor 2 (where Ray's loggers and its C++ core worker write) to ``log_path``; the
+    console, tracebacks and warnings keep the terminal. Call once Ray's modules are imported, so that their
+    log handlers hold the old stream."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8")
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 2)
+    sys.stderr = terminal
+    console.file = terminal
 
 
 class Rate(TextColumn):

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ClusterConfig
-from pipeline.progress import console, progress
+from pipeline.progress import QUIET, console, progress, route_ray_output
 from pipeline.stage import StageContext, StageError
 from pipeline.store import write_parquet
 
@@ -33,16 +33,34 @@ SHARD_COLUMN = "shard"
 ROW_COLUMN = "_row"  # the row's index in the stage's input: names a batch across retries
 
 
-def init_ray(cluster: ClusterConfig) -> None:
-    """Start Ray locally, or join the cluster at ``cluster.address``; once per process."""
+def _quiet_ray(log_dir: Path) -> None:
+    """Ray's own output off the terminal (``pipeline.progress``): its loggers first, then the file."""
+    import warnings
+
+    import ray.data  # noqa: F401  (their log handlers are made now, on the stream that goes to the file)
+    import ray.train  # noqa: F401
+    from ray.util.annotations import RayDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+    route_ray_output(Path(log_dir) / "ray-console.log")
+    console.print(f"  Ray's own output: {Path(log_dir) / 'ray-console.log'} (and Ray's session logs; "
+                  "--verbose shows it here)")
+
+
+def init_ray(cluster: ClusterConfig, log_dir: Path | str = "logs") -> None:
+    """Start Ray locally, or join the cluster at ``cluster.address``; once per process. In quiet mode (the
+    CLI's default) Ray's own output goes to ``log_dir``."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    quiet = QUIET["on"]
+    if quiet:
+        _quiet_ray(log_dir)
     # The dashboard also serves the State API that Ray Train's placement-group cleaner polls.
     context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if cluster.address is None else None,
-                       logging_level=logging.WARNING, log_to_driver=True)
+                       logging_level=logging.WARNING, log_to_driver=not quiet)
     if context.dashboard_url:
         console.print(f"  Ray dashboard: http://{context.dashboard_url}")
     ctx = ray.data.DataContext.get_current()
@@ -175,7 +193,7 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
         return MapStats()
     if len(todo) < n_shards:
         console.print(f"  {ctx.name}: {n_shards - len(todo)} of {n_shards} shards already done, resuming")
-    init_ray(cluster)
+    init_ray(cluster, ctx.workdir / "logs")
     previous = ctx.manifest.shards(ctx.name, ctx.fingerprint)
     attempts = {i: (previous.get(i, {}).get("attempts") or 0) + 1 for i in todo}
     expected = {i: min(shard_size, len(rows) - i * shard_size) for i in todo}

@@ -87,7 +87,7 @@ def evaluate_on_ray(ctx: StageContext, rows: list[dict[str, Any]], pred_dir: Pat
     from pipeline.shards import init_ray
 
     cfg = ctx.cfg
-    init_ray(cfg.cluster)
+    init_ray(cfg.cluster, ctx.workdir / "logs")
     actor = ray.remote(Evaluator).options(num_cpus=cfg.eval.num_cpus, num_gpus=cfg.eval.num_gpus or None).remote(
         cfg.model_dump(mode="json"), str((ctx.inputs["train"] / CHECKPOINT).resolve()),
         str(Path(ctx.inputs["embed_text"]).resolve()), str(pred_dir.resolve()))

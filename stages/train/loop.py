@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, m
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
 from pipeline.config import Config, TrainConfig
-from pipeline.progress import console
+from pipeline.progress import console, progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
 from stages.checkpoint import Checkpoint, checkpoint_step, load_checkpoint, save_checkpoint, set_rng_state
@@ -323,6 +326,7 @@ class Worker:
     cfg: Config
     out_dir: Path
     rank: int
+    world: int  # DDP workers
     use_ray: bool
     device: torch.device
     learner: Learner
@@ -379,7 +383,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
     seed_step_rngs(t.seed, rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
-    return Worker(cfg, out_dir, rank, use_ray, device, learner, distribute(learner.student, use_ray, world), store,
+    return Worker(cfg, out_dir, rank, world, use_ray, device, learner, distribute(learner.student, use_ray, world), store,
                   streams, sup_loss, start)
 
 
@@ -406,7 +410,7 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
         done = step + 1
         if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
             logs = {k: v.tolist() for k, v in step_logs.items()} | {
-                "step": done, "lr": w.learner.optimizer.param_groups[-1]["lr"],
+                "step": done, "lr": w.learner.optimizer.param_groups[-1]["lr"], "workers": w.world,
                 "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
             log_step(w.out_dir, logs, w.rank, t.iterations)
         if done % t.checkpoint_every == 0 or done == t.iterations:
@@ -449,6 +453,41 @@ def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> 
     ).fit()
 
 
+def _logged_step(out_dir: Path) -> int:
+    try:
+        metrics = read_metrics(out_dir)
+    except ValueError:  # rank 0 is writing a line right now
+        return 0
+    return metrics[-1]["step"] if metrics else 0
+
+
+@contextmanager
+def follow_training(out_dir: Path, total: int) -> Iterator[None]:
+    """A progress bar in the driver, following the metrics log that rank 0 writes (the workers' own lines
+    stay in Ray's logs unless --verbose)."""
+    stop = threading.Event()
+
+    def follow(advance) -> None:  # noqa: ANN001
+        shown = 0
+        while True:
+            stopping = stop.wait(1.0)
+            step = _logged_step(out_dir)
+            if step > shown:
+                advance(step - shown)
+                shown = step
+            if stopping:
+                return
+
+    with progress("train", total=total, unit="steps") as advance:
+        thread = threading.Thread(target=follow, args=(advance,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
 def train_on_ray(ctx: StageContext) -> StageResult:
     t = ctx.cfg.train
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
@@ -456,9 +495,10 @@ def train_on_ray(ctx: StageContext) -> StageResult:
                ctx.out_dir / SETUP)
     from pipeline.shards import init_ray
 
-    init_ray(ctx.cfg.cluster)
+    init_ray(ctx.cfg.cluster, ctx.workdir / "logs")
     console.print(f"  train: {t.iterations} iterations on {t.workers} worker(s) under Ray Train")
-    fit_on_ray(config, t, f"train-{ctx.fingerprint[:12]}")
+    with follow_training(ctx.out_dir, t.iterations):
+        fit_on_ray(config, t, f"train-{ctx.fingerprint[:12]}")
     metrics = read_metrics(ctx.out_dir)
     if not metrics or metrics[-1]["step"] != t.iterations:
         raise StageError(f"{ctx.out_dir / METRICS}: training ended before step {t.iterations}")
