@@ -27,6 +27,7 @@ VARIANTS = {
     "CT + ClassMix + EMA warm-up + class thresholds (default)": [],
     "CT + CutMix + EMA warm-up + class thresholds": ["train.mix=cutmix"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.8 quantile": ["loss.class_threshold_quantile=0.8"],
+    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile": ["loss.class_threshold_quantile=0.9"],
     "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
     "default, light decoder": ["model.decoder=light"],
 }
