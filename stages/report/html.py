@@ -95,15 +95,12 @@ def save_example(array: np.ndarray, path: Path) -> str:
 
 def example_cells(example: dict[str, str], out_dir: Path, key: str) -> list[str]:
     """image | ground truth | prediction of one saved example, copied beside index.html."""
-    from PIL import Image
-
     from stages.images import read_rgb
 
     stem = f"{key}_{example['image_id'].replace('/', '__')}"
     return [save_example(read_rgb(example["image"]), out_dir / "examples" / f"{stem}_image.png"),
             save_example(colourise(load_label(example["label"], "cityscapes")), out_dir / "examples" / f"{stem}_gt.png"),
-            save_example(np.asarray(Image.open(example["prediction"]).convert("RGB")),
-                         out_dir / "examples" / f"{stem}_pred.png")]
+            save_example(read_rgb(example["prediction"]), out_dir / "examples" / f"{stem}_pred.png")]
 
 
 def render(context: dict[str, Any], path: Path) -> None:
