@@ -24,10 +24,10 @@ VARIANTS = {
     "CT, photometric view only": OLD,
     "CT + ClassMix": ["train.mix=classmix", "train.ema_warmup=false", "loss.class_thresholds=false"],
     "CT + ClassMix + EMA warm-up": ["train.mix=classmix", "train.ema_warmup=true", "loss.class_thresholds=false"],
-    "CT + ClassMix + EMA warm-up + class thresholds (default)": [],
-    "CT + CutMix + EMA warm-up + class thresholds": ["train.mix=cutmix"],
+    "CT + ClassMix + EMA warm-up + class thresholds, median (previous default)": ["loss.class_threshold_quantile=0.5"],
+    "CT + CutMix + EMA warm-up + class thresholds, median": ["train.mix=cutmix", "loss.class_threshold_quantile=0.5"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.8 quantile": ["loss.class_threshold_quantile=0.8"],
-    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile": ["loss.class_threshold_quantile=0.9"],
+    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile (default)": [],
     "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
     "default, light decoder": ["model.decoder=light"],
 }
