@@ -209,7 +209,8 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
 
 
 @app.command()
-def predict(checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint or an exported model file.")],
+def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run directory (train/<fingerprint>), its "
+                                                            "checkpoint, or an exported model file.")],
             images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Where the predictions go.")] = Path("predictions"),
             model: Annotated[str | None, typer.Option("--model", help="teacher or student (default: a checkpoint's "
@@ -218,10 +219,11 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training checkpoi
             batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8) -> None:
     """Segment your own images: caption and embed each one with the run's language models, then predict."""
     from pipeline.predict import expand_images, load_predictor, predict_images
+    from stages.trained import CHECKPOINT
 
     try:
         paths = expand_images(images)
-        predictor = load_predictor(checkpoint, model, set_ or [])
+        predictor = load_predictor(checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint, model, set_ or [])
     except (ValueError, OSError, ConfigError) as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None

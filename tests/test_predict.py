@@ -53,7 +53,7 @@ def test_predict_writes_a_prediction_and_an_overlay_per_image_at_its_size(traine
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     out = tmp_path / "out"
-    result = invoke("predict", str(trained), str(photo), str(val_dir), str(broken), "--out", str(out))
+    result = invoke("predict", str(trained.parent.parent), str(photo), str(val_dir), str(broken), "--out", str(out))
     inputs = [photo, *sorted(val_dir.rglob("*.png"))]
     assert len(inputs) == 4
     for image in inputs:
