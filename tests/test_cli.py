@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tests.conftest import small_overrides
 
@@ -62,6 +64,12 @@ def test_run_status_and_rerun(tmp_path):
     evaluated = next((workdir / "evaluate").iterdir())
     metrics = json.loads((evaluated / "metrics.json").read_text())
     assert metrics["mIoU19"] > constant_miou(np.load(evaluated / "confusion.npy")), metrics  # it learns
+    # `predict` captions and embeds on the fly, and sees an image exactly as evaluate saw it through the stores
+    example = json.loads((evaluated / "run.json").read_text())["examples"][0]
+    predicted = semidavil("predict", str(train_dir), example["image"], "--out", str(tmp_path / "preds"))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    ours = np.asarray(Image.open(tmp_path / "preds" / f"{Path(example['image']).stem}_pred.png").convert("RGB"))
+    np.testing.assert_array_equal(ours, np.asarray(Image.open(example["prediction"]).convert("RGB")))
     status = semidavil("status", *sets("w", "train.workers=2", "train.iterations=30", *weights), cwd=tmp_path)
     assert status.returncode == 0
     for stage in ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report"):
