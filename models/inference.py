@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.preprocess import normalize
 from models.segmentor import Segmentor
 
 
@@ -37,3 +39,13 @@ def predict(model: Segmentor, image: torch.Tensor, text: torch.Tensor, mask: tor
             probs[:, :, top:top + hh, left:left + ww] += p[:, :, :hh, :ww]
             count[:, :, top:top + hh, left:left + ww] += 1
     return probs / count
+
+
+def label_map(model: Segmentor, image: np.ndarray, text: torch.Tensor, mask: torch.Tensor, crop: int,
+              num_classes: int, sliding: bool, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 class ids at ``size`` for one (h, w, 3) uint8 RGB image, on the device of ``text``:
+    what evaluate and ``predict`` both ask of the model."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(text.device).float().div(255)
+    probs = predict(model, normalize(x), text, mask, crop, num_classes, sliding)
+    probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+    return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)

@@ -208,6 +208,13 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
 
 
 
+def _checkpoint_file(path: Path) -> Path:
+    """A training run directory's checkpoint, or the file given."""
+    from stages.trained import CHECKPOINT
+
+    return path / CHECKPOINT if path.is_dir() else path
+
+
 @app.command()
 def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run directory (train/<fingerprint>), its "
                                                             "checkpoint, or an exported model file.")],
@@ -219,11 +226,10 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
             batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8) -> None:
     """Segment your own images: caption and embed each one with the run's language models, then predict."""
     from pipeline.predict import expand_images, load_predictor, predict_images
-    from stages.trained import CHECKPOINT
 
     try:
         paths = expand_images(images)
-        predictor = load_predictor(checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint, model, set_ or [])
+        predictor = load_predictor(_checkpoint_file(checkpoint), model, set_ or [])
     except (ValueError, OSError, ConfigError) as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -241,9 +247,8 @@ def export(source: Annotated[Path, typer.Argument(help="A training run directory
            model: Annotated[str, typer.Option("--model", help="teacher (default) or student.")] = "teacher") -> None:
     """Write the teacher (or student) weights alone, with the config that rebuilds them, for `predict`."""
     from stages.checkpoint import CheckpointError, export_model
-    from stages.trained import CHECKPOINT
 
-    path = source / CHECKPOINT if source.is_dir() else source
+    path = _checkpoint_file(source)
     try:
         export_model(path, model, out_file)
     except (CheckpointError, ValueError) as err:

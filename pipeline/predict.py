@@ -58,9 +58,9 @@ class Predictor:
     text: Any  # models.text.TextEncoder
     device: Any  # torch.device
 
-    def language(self, images: list[np.ndarray]) -> tuple[list[str], list[tuple[Any, Any]]]:
-        """Captions, and each caption's F_L (1, max_tokens, c) with its mask, as the embed_text store
-        would hold them (float16, start to end token)."""
+    def language(self, images: list[np.ndarray]) -> list[tuple[Any, Any]]:
+        """Each image's caption as F_L (1, max_tokens, c) with its mask, as the embed_text store would hold
+        it (float16, start to end token)."""
         import torch
 
         from stages.images import resize_image
@@ -77,24 +77,17 @@ class Predictor:
             text[0, :n] = torch.from_numpy(e[:n].astype(np.float32)).to(self.device)
             mask[0, :n] = True
             out.append((text, mask))
-        return captions, out
+        return out
 
     def segment(self, image: np.ndarray, text: Any, mask: Any) -> np.ndarray:
-        """(H, W) uint8 trainIds at the image's own size."""
-        import torch
-        import torch.nn.functional as F
-
-        from models.inference import predict
-        from models.preprocess import normalize
+        """(H, W) uint8 trainIds at the image's own size, as evaluate predicts."""
+        from models.inference import label_map
         from stages.images import resize_image
 
         t = self.cfg.train
         x = resize_image(image, t.target_size) if t.target_size is not None else image  # as training saw it
-        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].to(self.device).float().div(255)
-        probs = predict(self.model, normalize(x), text, mask, t.crop_size, len(CLASSES),
-                        self.cfg.eval.sliding_window)
-        probs = F.interpolate(probs, size=image.shape[:2], mode="bilinear", align_corners=False)
-        return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        return label_map(self.model, x, text, mask, t.crop_size, len(CLASSES), self.cfg.eval.sliding_window,
+                         image.shape[:2])
 
 
 def load_predictor(path: Path, which: str | None, overrides: list[str], device: Any = None) -> Predictor:
@@ -129,7 +122,6 @@ def output_names(paths: list[Path]) -> list[str]:
 @dataclass
 class Predicted:
     written: list[Path] = field(default_factory=list)  # the prediction PNGs
-    captions: dict[str, str] = field(default_factory=dict)  # image path -> its caption
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (image, why)
 
 
@@ -167,10 +159,9 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             images = read_images(chunk, result)
-            captions, texts = predictor.language([im for _, im in images]) if images else ([], [])
-            for (p, image), caption, (text, mask) in zip(images, captions, texts, strict=True):
+            texts = predictor.language([im for _, im in images]) if images else []
+            for (p, image), (text, mask) in zip(images, texts, strict=True):
                 result.written.append(write_outputs(out_dir, names[p], image, predictor.segment(image, text, mask)))
-                result.captions[str(p)] = caption
             advance(len(chunk))
     for p, why in result.skipped:
         console.print(f"[yellow]skipped[/] {p}: {why}")

@@ -8,13 +8,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from models.device import pick_device
-from models.inference import predict
-from models.preprocess import normalize
+from models.inference import label_map
 from pipeline.config import Config
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
@@ -64,16 +61,13 @@ class Evaluator:
 
     def predict_row(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
         """(H, W) uint8 trainIds at the label's resolution."""
-        cfg, device = self.cfg, self.device
+        cfg = self.cfg
         image = read_rgb(row["image_path"])
         if cfg.train.target_size is not None:
             image = resize_image(image, cfg.train.target_size)  # as training saw the target
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(device).float().div(255)
         text, mask = self.store.batch([row["image_id"]], cfg.model.max_tokens)
-        probs = predict(self.model, normalize(x), text.to(device), mask.to(device), cfg.train.crop_size,
-                        len(CLASSES), cfg.eval.sliding_window)
-        probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        return label_map(self.model, image, text.to(self.device), mask.to(self.device), cfg.train.crop_size,
+                         len(CLASSES), cfg.eval.sliding_window, size)
 
     def location(self) -> dict[str, Any]:
         return self.where
