@@ -30,6 +30,8 @@ VARIANTS = {
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile (default)": [],
     "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
     "default, light decoder": ["model.decoder=light"],
+    "CT + cross-domain ClassMix (labelled pixels pasted with their ground truth, DACS) + EMA warm-up + class thresholds at the 0.9 quantile": ["train.mix_from=labelled"],
+    "CT + cross-domain ClassMix + EMA warm-up, fixed Th 0.95": ["train.mix_from=labelled", "loss.class_thresholds=false"],
 }
 
 

@@ -8,6 +8,7 @@ image's F_L is both captions' tokens, concatenated with their masks.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def partners(batch_size: int) -> torch.Tensor:
@@ -15,17 +16,20 @@ def partners(batch_size: int) -> torch.Tensor:
     return torch.roll(torch.arange(batch_size), -1)
 
 
-def classmix_masks(pseudo: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ClassMix: (B, H, W) bool, True on the pixels of half of the classes the teacher predicts in each image
-    (rounded up), chosen at random. No device sync: classes are drawn for all images at once."""
-    b = pseudo.shape[0]
-    present = torch.zeros(b, num_classes, dtype=torch.bool, device=pseudo.device)
-    present.scatter_(1, pseudo.flatten(1), True)  # (B, C): classes each image shows
-    scores = torch.rand(b, num_classes, generator=generator, device="cpu").to(pseudo.device)
+def classmix_masks(labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ClassMix: (B, H, W) bool, True on the pixels of half of the classes each image's ``labels`` show
+    (rounded up), chosen at random. A label >= ``num_classes`` (ignored) is no class: never pasted, not
+    counted. No device sync: classes are drawn for all images at once."""
+    b = labels.shape[0]
+    flat = labels.flatten(1).clamp(max=num_classes)  # every ignored label -> one extra slot
+    present = torch.zeros(b, num_classes + 1, dtype=torch.bool, device=labels.device)
+    present.scatter_(1, flat, True)
+    present[:, num_classes] = False
+    scores = torch.rand(b, num_classes + 1, generator=generator, device="cpu").to(labels.device)
     scores = scores.masked_fill(~present, 2.0)  # absent classes sort last
-    rank = scores.argsort(1).argsort(1)  # (B, C): each class's place in the random order
-    chosen = rank < (present.sum(1, keepdim=True) + 1) // 2  # the first half of the present classes
-    return torch.gather(chosen, 1, pseudo.flatten(1)).view_as(pseudo)
+    rank = scores.argsort(1).argsort(1)  # (B, C + 1): each class's place in the random order
+    chosen = (rank < (present.sum(1, keepdim=True) + 1) // 2)  # the first half of the present classes
+    return torch.gather(chosen, 1, flat).view_as(labels)
 
 
 def cutmix_masks(shape: tuple[int, int, int], device: torch.device, generator: torch.Generator | None = None,
@@ -47,24 +51,33 @@ def mix(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(m, a, b)
 
 
-def mix_text(text: torch.Tensor, mask: torch.Tensor, perm: torch.Tensor, max_tokens: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """F_L of mixed images: image i's caption tokens, then its partner's, cut to ``max_tokens``.
+def mix_text(top: torch.Tensor, top_mask: torch.Tensor, base: torch.Tensor, base_mask: torch.Tensor,
+             max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """F_L of mixed images: the pasted (top) image's caption tokens, then the base image's, cut to ``max_tokens``.
 
-    text (B, n, c) with valid tokens first and mask (B, n) -> (B, n', c), (B, n'), n' <= max_tokens.
+    Each text (B, n, c) with valid tokens first, and its mask (B, n); the two n may differ.
+    Returns (B, n', c), (B, n'), n' <= max_tokens.
     """
-    b, n, _ = text.shape
-    pos = torch.arange(2 * n, device=text.device)[None].expand(b, -1)  # (B, 2n): places in the joined row
-    len_a = mask.sum(1, keepdim=True)  # (B, 1)
-    len_b = mask[perm].sum(1, keepdim=True)
+    n = max(top.shape[1], base.shape[1])
+    top, top_mask = pad_tokens(top, top_mask, n)
+    base, base_mask = pad_tokens(base, base_mask, n)
+    b = top.shape[0]
+    pos = torch.arange(2 * n, device=top.device)[None].expand(b, -1)  # (B, 2n): places in the joined row
+    len_a = top_mask.sum(1, keepdim=True)  # (B, 1)
+    len_b = base_mask.sum(1, keepdim=True)
     from_a = pos < len_a
     idx = torch.where(from_a, pos, pos - len_a).clamp(0, n - 1)  # the token each place takes
-    joined_a = torch.gather(text, 1, idx[..., None].expand(-1, -1, text.shape[2]))
-    joined_b = torch.gather(text[perm], 1, idx[..., None].expand(-1, -1, text.shape[2]))
+    joined_a = torch.gather(top, 1, idx[..., None].expand(-1, -1, top.shape[2]))
+    joined_b = torch.gather(base, 1, idx[..., None].expand(-1, -1, top.shape[2]))
     valid = pos < len_a + len_b
     joined = torch.where(from_a[..., None], joined_a, joined_b) * valid[..., None]
     keep = min(max_tokens, 2 * n)
     return joined[:, :keep], valid[:, :keep]
+
+
+def pad_tokens(text: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text (B, m, c) and mask (B, m) padded with empty tokens to n >= m."""
+    return F.pad(text, (0, 0, 0, n - text.shape[1])), F.pad(mask, (0, n - mask.shape[1]))
 
 
 def class_thresholds(confidence: torch.Tensor, pseudo: torch.Tensor, num_classes: int, threshold: float,

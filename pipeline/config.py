@@ -136,7 +136,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(2e-4, ge=0)
     lr_power: float = Field(0.9, ge=0)  # polynomial decay: lr·(1 - t/T)^0.9
     ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
-    mix: Literal["none", "cutmix", "classmix"] = "classmix"  # the strong view mixes unlabelled image pairs
+    mix: Literal["none", "cutmix", "classmix"] = "classmix"  # the strong view mixes each unlabelled image with a partner
+    mix_from: Literal["unlabelled", "labelled"] = "unlabelled"  # the partner: another unlabelled image (teacher's labels) or a labelled one (ground truth; DACS)
     ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
     warmup_iters: int = Field(0, ge=0)  # linear learning-rate warm-up (DAFormer: 1500)
     consistency: bool = True  # consistency training on the unlabelled target (CT, Eq. 4); weight: loss.consistency_weight

@@ -17,11 +17,13 @@ def test_classmix_pastes_half_of_each_images_classes():
     pseudo = torch.zeros(2, 8, 8, dtype=torch.long)
     pseudo[0, :, :2], pseudo[0, :, 2:4], pseudo[0, :, 4:6], pseudo[0, :, 6:] = 1, 2, 3, 4  # classes 1-4
     pseudo[1, :4], pseudo[1, 4:] = 5, 6
-    masks = classmix_masks(pseudo, 19, torch.Generator().manual_seed(0))
-    for b, classes in ((0, {1, 2, 3, 4}), (1, {5, 6})):
-        chosen = set(pseudo[b][masks[b]].tolist())
-        assert len(chosen) == (len(classes) + 1) // 2 and chosen <= classes
-        assert not (set(pseudo[b][~masks[b]].tolist()) & chosen)  # a class is pasted whole or not at all
+    pseudo[1, 6:] = 255  # ignored: no class
+    for seed in range(8):
+        masks = classmix_masks(pseudo, 19, torch.Generator().manual_seed(seed))
+        for b, classes in ((0, {1, 2, 3, 4}), (1, {5, 6})):
+            chosen = set(pseudo[b][masks[b]].tolist())
+            assert len(chosen) == (len(classes) + 1) // 2 and chosen <= classes
+            assert not (set(pseudo[b][~masks[b]].tolist()) & chosen)  # a class is pasted whole or not at all
 
 
 def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch):
@@ -52,6 +54,46 @@ def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch
         assert torch.equal(view.confidence[b], expected_conf.gather(0, source[b][None])[0])
 
 
+def test_cross_domain_mix_pastes_labelled_pixels_with_their_ground_truth(monkeypatch):
+    """train.mix_from=labelled (DACS): a pasted pixel comes from a labelled image and carries its ground
+    truth at confidence 1; ignored ground truth is never pasted; the rest keeps the teacher's label."""
+    monkeypatch.setattr(train, "strong_augment", lambda x: x)
+    g = torch.Generator().manual_seed(0)
+    labelled = torch.stack([torch.full((3, 16, 16), v) for v in (0.2, 0.4, 0.6, 0.8)])  # source, target
+    labels = torch.randint(0, 19, (4, 16, 16), generator=g)
+    labels[:, :4] = 255  # ignored rows
+    unlabelled = torch.zeros(2, 3, 16, 16)
+    teacher_labels = torch.randint(0, 19, (2, 16, 16), generator=g)
+
+    class Teacher(torch.nn.Module):
+        def forward(self, x, text, mask):
+            logits = torch.nn.functional.one_hot(teacher_labels, 19).permute(0, 3, 1, 2).float() * 3.0
+            return type("Out", (), {"logits": logits})()
+
+    l_text, u_text = torch.randn(4, 3, 8), torch.randn(2, 5, 8)
+    batch = train.Batch(labelled, labels, (l_text, torch.ones(4, 3, dtype=torch.bool)), unlabelled,
+                        (u_text, torch.ones(2, 5, dtype=torch.bool)))
+    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=labelled"])
+    torch.manual_seed(3)
+    view = train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
+    teacher_conf = Teacher()(None, None, None).logits.softmax(1).max(1).values
+    for b in range(2):
+        pasted = view.images[b, 0] > 0
+        assert pasted.any() and not pasted.all()
+        k = round(float(view.images[b, 0][pasted][0]) / 0.2) - 1  # the labelled image it came from
+        assert torch.all(view.images[b, 0][pasted] == labelled[k, 0, 0, 0])
+        assert torch.equal(view.pseudo[b][pasted], labels[k][pasted]) and torch.all(view.confidence[b][pasted] == 1)
+        assert not pasted[:4].any()  # ignored pixels stay the unlabelled image's
+        assert torch.equal(view.pseudo[b][~pasted], teacher_labels[b][~pasted])
+        assert torch.equal(view.confidence[b][~pasted], teacher_conf[b][~pasted])
+        # half of the labelled image's classes, each pasted whole
+        shown = set(labels[k][4:].unique().tolist())
+        chosen = set(view.pseudo[b][pasted].unique().tolist())
+        assert len(chosen) == (len(shown) + 1) // 2 and not (set(labels[k][4:][~pasted[4:]].tolist()) & chosen)
+        assert torch.equal(view.text[b, :3], l_text[k]) and torch.equal(view.text[b, 3:8], u_text[b])
+    assert view.mask.sum(1).tolist() == [8, 8]
+
+
 def test_cutmix_is_one_box():
     masks = cutmix_masks((2, 20, 30), torch.device("cpu"), torch.Generator().manual_seed(1))
     for m in masks:
@@ -66,11 +108,12 @@ def test_the_mixed_caption_holds_both_captions_tokens_and_masks():
     text[0, :3] = torch.tensor([[1.0] * 3, [2.0] * 3, [3.0] * 3])  # caption A: 3 tokens
     text[1, :2] = torch.tensor([[7.0] * 3, [8.0] * 3])  # caption B: 2 tokens
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
-    joined, joined_mask = mix_text(text, mask, partners(2), max_tokens=77)
+    perm = partners(2)
+    joined, joined_mask = mix_text(text, mask, text[perm], mask[perm], max_tokens=77)
     assert joined[0, :5, 0].tolist() == [1, 2, 3, 7, 8] and joined_mask[0].tolist() == [True] * 5 + [False] * 5
     assert joined[1, :5, 0].tolist() == [7, 8, 1, 2, 3] and joined_mask[1].sum() == 5
     assert torch.all(joined[0, 5:] == 0)
-    cut, cut_mask = mix_text(text, mask, partners(2), max_tokens=4)
+    cut, cut_mask = mix_text(text, mask, text[perm], mask[perm], max_tokens=4)
     assert cut[0, :, 0].tolist() == [1, 2, 3, 7] and cut_mask.all()
     # DLG sees both: F_M has a non-zero row for each of the five tokens of the mixed caption
     model = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=3, num_classes=19).eval()

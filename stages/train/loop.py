@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models.config import vision_init
 from models.device import pick_device
 from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
-from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
+from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
 from pipeline.config import Config, TrainConfig
@@ -139,37 +138,71 @@ def next_batch(streams: Streams, store: TextEmbeddingStore, max_tokens: int, dev
     )
 
 
-def pad_text(text: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return F.pad(text, (0, 0, 0, n - text.shape[1])), F.pad(mask, (0, n - mask.shape[1]))
-
-
 @dataclass
 class StrongView:
-    """The unlabelled images the student sees, and what the teacher says of them, pixel for pixel."""
+    """The unlabelled images the student sees, and what it is taught on them, pixel for pixel."""
 
     images: torch.Tensor  # (B, 3, S, S) in [0, 1]: mixed (train.mix), then photometrically augmented
     text: torch.Tensor  # F_L (B, nL, c): for a mixed image, both captions' tokens
     mask: torch.Tensor  # (B, nL)
-    pseudo: torch.Tensor  # (B, S, S) the teacher's hard labels on the weak views, mixed the same way
-    confidence: torch.Tensor  # (B, S, S)
+    pseudo: torch.Tensor  # (B, S, S) the teacher's hard labels on the weak views (ground truth where pasted
+    confidence: torch.Tensor  # (B, S, S)       from a labelled image, at confidence 1), mixed the same way
+    threshold: float | torch.Tensor  # Th, or τ_c (C,) from the teacher's own pixels
+
+
+@dataclass
+class Layer:
+    """Images with what the student is taught on them: what a mix pastes (top) or pastes onto (base)."""
+
+    images: torch.Tensor  # (B, 3, S, S)
+    labels: torch.Tensor  # (B, S, S)
+    confidence: torch.Tensor  # (B, S, S): the teacher's, or 1 for ground truth (0 where it is ignored)
+    text: torch.Tensor  # (B, n, c)
+    mask: torch.Tensor  # (B, n)
+
+
+def mix_partners(batch: Batch, base: Layer, mix_from: str, ignore_index: int) -> Layer:
+    """What is pasted onto each unlabelled image (``train.mix_from``): the next unlabelled image with the
+    teacher's labels (ClassMix/CutMix within the target), or a labelled image, source or labelled target,
+    drawn at random, with its ground truth (DACS's cross-domain mix)."""
+    if mix_from == "unlabelled":
+        perm = partners(base.images.shape[0]).to(base.images.device)
+        return Layer(base.images[perm], base.labels[perm], base.confidence[perm], base.text[perm], base.mask[perm])
+    pick = torch.randperm(batch.labelled.shape[0])[:base.images.shape[0]].to(base.images.device)
+    labels = batch.labels[pick]
+    known = labels != ignore_index
+    return Layer(batch.labelled[pick], labels.masked_fill(~known, 0), known.float(),
+                 batch.labelled_text[0][pick], batch.labelled_text[1][pick])
+
+
+def paste_masks(top: Layer, mix: str) -> torch.Tensor:
+    """(B, S, S) bool: the top image's pixels that are pasted: half of its classes (ClassMix; the
+    teacher's or the ground truth's), or a box (CutMix). Pixels without a label (confidence 0) stay below."""
+    known = top.confidence > 0
+    if mix == "classmix":
+        return classmix_masks(top.labels.masked_fill(~known, NUM_CLASSES), NUM_CLASSES)
+    return cutmix_masks(tuple(top.labels.shape), top.labels.device) & known
 
 
 def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> StrongView:
-    """Pseudo-labels from the teacher on the weak views, then the mixed strong view (ClassMix or CutMix of
-    image pairs; DACS). The mix mask moves images, pseudo-labels and confidences together."""
+    """Pseudo-labels from the teacher on the weak views, then the mixed strong view: ClassMix or CutMix of
+    each unlabelled image with a partner (``train.mix_from``). The mix mask moves images, labels and
+    confidences together, and the mixed caption holds both captions."""
     u_text, u_mask = batch.unlabelled_text
     with torch.no_grad(), autocast:
         logits = teacher(normalize(batch.unlabelled), u_text, u_mask).logits  # weak view
     pseudo, confidence = pseudo_labels(logits)
-    images, text, mask = batch.unlabelled, u_text, u_mask
-    if cfg.train.mix != "none" and images.shape[0] > 1:
-        perm = partners(images.shape[0]).to(images.device)
-        paste = classmix_masks(pseudo, NUM_CLASSES) if cfg.train.mix == "classmix" else \
-            cutmix_masks(tuple(pseudo.shape), pseudo.device)
-        images = mix(paste, images, images[perm])
-        pseudo, confidence = mix(paste, pseudo, pseudo[perm]), mix(paste, confidence, confidence[perm])
-        text, mask = mix_text(u_text, u_mask, perm, cfg.model.max_tokens)
-    return StrongView(strong_augment(images), text, mask, pseudo, confidence)
+    th = cfg.loss.confidence_threshold
+    if cfg.loss.class_thresholds:
+        th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile)
+    base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
+    if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
+        return StrongView(strong_augment(base.images), u_text, u_mask, pseudo, confidence, th)
+    top = mix_partners(batch, base, cfg.train.mix_from, cfg.loss.ignore_index)
+    paste = paste_masks(top, cfg.train.mix)
+    text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
+    return StrongView(strong_augment(mix(paste, top.images, base.images)), text, mask,
+                      mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th)
 
 
 def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_loss: torch.nn.Module,
@@ -183,7 +216,7 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     if batch.unlabelled is not None:
         view = strong_view(batch, teacher, cfg, autocast)
         n = max(text.shape[1], view.text.shape[1])  # one student forward over all streams
-        text, mask = (torch.cat(pair) for pair in zip(pad_text(text, mask, n), pad_text(view.text, view.mask, n),
+        text, mask = (torch.cat(pair) for pair in zip(pad_tokens(text, mask, n), pad_tokens(view.text, view.mask, n),
                                                        strict=True))
         images = torch.cat([images, normalize(view.images)])
     with autocast:
@@ -192,10 +225,7 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     logs = {"loss_sup": l_sup.detach()}
     loss = l_sup
     if batch.unlabelled is not None:
-        th = cfg.loss.confidence_threshold
-        if cfg.loss.class_thresholds:
-            th = class_thresholds(view.confidence, view.pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile)
-        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, th)  # Eq. 4
+        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, view.threshold)  # Eq. 4
         loss = loss + cfg.loss.consistency_weight * l_ct
         logs.update(loss_ct=l_ct.detach(), ct_passed=passed.mean(),
                     ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
