@@ -32,6 +32,8 @@ VARIANTS = {
     "default, light decoder": ["model.decoder=light"],
     "CT + cross-domain ClassMix (labelled pixels pasted with their ground truth, DACS) + EMA warm-up + class thresholds at the 0.9 quantile": ["train.mix_from=labelled"],
     "CT + cross-domain ClassMix + EMA warm-up, fixed Th 0.95": ["train.mix_from=labelled", "loss.class_thresholds=false"],
+    "default + class-balanced L_CT (ω 0.5)": ["loss.consistency_omega=0.5"],
+    "default + class-balanced L_CT (ω 0)": ["loss.consistency_omega=0"],
 }
 
 

@@ -64,6 +64,8 @@ class DyCELoss(nn.Module):
 
     def _hardest(self, ce: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Mask of the k valid pixels of largest CE; ties at the threshold go to the earliest pixels."""
+        if self.hard_ratio == 1:  # every valid pixel: class balance without mining
+            return valid
         score = ce.masked_fill(~valid, -1.0)  # ℓ ≥ 0, so ignored pixels rank below every valid one
         use_topk = self.select == "topk" or (self.select == "auto" and score.is_cuda)
         if use_topk:
@@ -91,18 +93,22 @@ def pseudo_labels(teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def consistency_loss(student_logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
-                     threshold: float | torch.Tensor = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+                     threshold: float | torch.Tensor = 0.95, omega: float = 1.0, ignore_index: int = 255
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """L_CT (Eq. 4): CE of the student's strong-view prediction against the teacher's hard pseudo-label
     on the weak view, where the teacher's confidence ≥ Th, averaged over all unlabelled pixels.
 
     ``threshold``: Th, or one threshold per class (C,), applied by each pixel's pseudo-label.
+    ``omega`` < 1 balances the classes as DyCE does (Eq. 9 over every passed pixel, no mining), scaled by
+    the share of pixels that passed: rare pseudo-classes weigh more. ω = 1 is Eq. 4 exactly.
     Returns the loss and the mask of pixels that passed (B, H, W) float.
     """
     with torch.no_grad():
         th = threshold[pseudo] if isinstance(threshold, torch.Tensor) else threshold
-        passed = (confidence >= th).float()
-    ce = F.cross_entropy(student_logits.float(), pseudo, reduction="none")
-    return (ce * passed).sum() / passed.numel(), passed
+        passed = confidence >= th
+    target = pseudo.masked_fill(~passed, ignore_index)
+    balanced = DyCELoss(hard_ratio=1.0, omega=omega, ignore_index=ignore_index)(student_logits, target)
+    return balanced * passed.float().mean(), passed.float()
 
 
 def passed_per_class(pseudo: torch.Tensor, passed: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -147,3 +147,28 @@ def test_consistency_counts_confident_teacher_pixels_over_all_pixels():
     assert loss.item() == pytest.approx(ce[0, 0, 0].item() / 4)
     loss.backward()
     assert torch.all(student.grad[0, :, 1, 1] == 0)
+
+
+def test_class_balanced_consistency_weighs_rare_pseudo_classes_up():
+    """loss.consistency_omega < 1: Eq. 9's class weights over the passed pixels (no mining), times the share
+    passed; ω = 1 is Eq. 4 exactly."""
+    g = torch.Generator().manual_seed(0)
+    pseudo = torch.zeros(1, 8, 8, dtype=torch.long)
+    pseudo[0, 0, :2] = 1  # rare class: 2 of 64 pixels
+    confidence = torch.ones(1, 8, 8)
+    confidence[0, 7] = 0.5  # one row fails the threshold
+    student = torch.randn(1, 3, 8, 8, generator=g)
+    ce = F.cross_entropy(student, pseudo, reduction="none")
+    passed = confidence >= 0.95
+    plain, _ = consistency_loss(student, pseudo, confidence, 0.95, omega=1.0)
+    assert plain.item() == pytest.approx((ce * passed).sum().item() / 64)
+    half, _ = consistency_loss(student, pseudo, confidence, 0.95, omega=0.5)
+    f = {c: ((pseudo == c) & passed).sum().item() for c in (0, 1)}  # 54 and 2 passed pixels
+    expected = sum(ce[(pseudo == c) & passed].sum().item() * f[c] ** -0.5 for c in (0, 1)) / 56 ** 0.5 * 56 / 64
+    assert half.item() == pytest.approx(expected, rel=1e-5)
+    grads = []
+    for omega in (1.0, 0.5):
+        s = student.clone().requires_grad_(True)
+        consistency_loss(s, pseudo, confidence, 0.95, omega=omega)[0].backward()
+        grads.append(s.grad[0, :, 0, 0].abs().sum() / s.grad[0, :, 3, 3].abs().sum())  # rare / common pixel
+    assert grads[1] > 2 * grads[0]

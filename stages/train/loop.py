@@ -225,7 +225,8 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     logs = {"loss_sup": l_sup.detach()}
     loss = l_sup
     if batch.unlabelled is not None:
-        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, view.threshold)  # Eq. 4
+        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, view.threshold,  # Eq. 4
+                                        cfg.loss.consistency_omega, cfg.loss.ignore_index)
         loss = loss + cfg.loss.consistency_weight * l_ct
         logs.update(loss_ct=l_ct.detach(), ct_passed=passed.mean(),
                     ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
