@@ -34,6 +34,8 @@ VARIANTS = {
     "CT + cross-domain ClassMix + EMA warm-up, fixed Th 0.95": ["train.mix_from=labelled", "loss.class_thresholds=false"],
     "default + class-balanced L_CT (ω 0.5)": ["loss.consistency_omega=0.5"],
     "default + class-balanced L_CT (ω 0)": ["loss.consistency_omega=0"],
+    "default, milder colour jitter (s 0.2)": ["train.colour_jitter=0.2"],
+    "default, no colour jitter (s 0: mix and blur only)": ["train.colour_jitter=0"],
 }
 
 

@@ -139,6 +139,7 @@ class TrainConfig(Section):
     ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
     mix: Literal["none", "cutmix", "classmix"] = "classmix"  # the strong view mixes each unlabelled image with a partner
     mix_from: Literal["unlabelled", "labelled"] = "unlabelled"  # the partner: another unlabelled image (teacher's labels) or a labelled one (ground truth; DACS)
+    colour_jitter: float = Field(0.5, ge=0, le=1)  # s of the strong view: brightness/contrast/saturation ±s, hue ±s/2, grayscale p 0.4·s
     ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
     warmup_iters: int = Field(0, ge=0)  # linear learning-rate warm-up (DAFormer: 1500)
     consistency: bool = True  # consistency training on the unlabelled target (CT, Eq. 4); weight: loss.consistency_weight

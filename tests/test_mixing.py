@@ -3,6 +3,8 @@ and both decoders."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -28,7 +30,7 @@ def test_classmix_pastes_half_of_each_images_classes():
 
 def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch):
     """Through the training code: the teacher's pseudo-labels and confidences follow the image pixels."""
-    monkeypatch.setattr(train, "strong_augment", lambda x: x)  # photometric only; the geometry is the test
+    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)  # photometric only; the geometry is the test
     images = torch.stack([torch.full((3, 16, 16), v) for v in (0.1, 0.5, 0.9)])  # image k is its own colour
     labels = torch.stack([torch.randint(0, 19, (16, 16), generator=torch.Generator().manual_seed(k))
                           for k in range(3)])
@@ -57,7 +59,7 @@ def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch
 def test_cross_domain_mix_pastes_labelled_pixels_with_their_ground_truth(monkeypatch):
     """train.mix_from=labelled (DACS): a pasted pixel comes from a labelled image and carries its ground
     truth at confidence 1; ignored ground truth is never pasted; the rest keeps the teacher's label."""
-    monkeypatch.setattr(train, "strong_augment", lambda x: x)
+    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
     g = torch.Generator().manual_seed(0)
     labelled = torch.stack([torch.full((3, 16, 16), v) for v in (0.2, 0.4, 0.6, 0.8)])  # source, target
     labels = torch.randint(0, 19, (4, 16, 16), generator=g)
@@ -158,3 +160,11 @@ def test_both_decoders_give_logits_at_the_input_size(decoder, size):
 
 def test_multilevel_reads_blocks_3_6_9_of_vit_b():
     assert decoder_levels(12) == (3, 6, 9) and decoder_levels(4) == (1, 2, 3)
+
+
+def test_colour_jitter_strength():
+    """train.colour_jitter: 0 keeps every colour (blur alone changes nothing in a flat image); 0.5 changes them."""
+    flat = torch.rand(8, 3, 1, 1).expand(8, 3, 12, 12).contiguous()
+    random.seed(0)
+    assert torch.allclose(train.strong_augment(flat, 0.0), flat, atol=1e-5)
+    assert (train.strong_augment(flat, 0.5) - flat).abs().amax((1, 2, 3)).min() > 1e-3

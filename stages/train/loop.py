@@ -82,8 +82,10 @@ def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin:
 
 
 # augmentation ----------------------------------------------------------------------------------------
-def strong_augment(images: torch.Tensor) -> torch.Tensor:
-    """Photometric strong view of (B, 3, H, W) in [0, 1]: colour jitter, grayscale, blur, per image.
+def strong_augment(images: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+    """Photometric strong view of (B, 3, H, W) in [0, 1], per image: brightness, contrast and saturation
+    × U(1 − s, 1 + s), hue + U(−s/2, s/2), grayscale with probability 0.4·s, then blur half of the time
+    (s = ``train.colour_jitter``; 0.5: UniMatch's hue 0.25 and grayscale 0.2).
 
     Geometry is unchanged, so the teacher's pseudo-labels on the weak view stay aligned.
     """
@@ -91,11 +93,11 @@ def strong_augment(images: torch.Tensor) -> torch.Tensor:
 
     out = []
     for img in images:
-        img = TF.adjust_brightness(img, random.uniform(0.5, 1.5))
-        img = TF.adjust_contrast(img, random.uniform(0.5, 1.5))
-        img = TF.adjust_saturation(img, random.uniform(0.5, 1.5))
-        img = TF.adjust_hue(img, random.uniform(-0.25, 0.25))
-        if random.random() < 0.2:
+        img = TF.adjust_brightness(img, random.uniform(1 - strength, 1 + strength))
+        img = TF.adjust_contrast(img, random.uniform(1 - strength, 1 + strength))
+        img = TF.adjust_saturation(img, random.uniform(1 - strength, 1 + strength))
+        img = TF.adjust_hue(img, random.uniform(-strength / 2, strength / 2))
+        if random.random() < 0.4 * strength:
             img = TF.rgb_to_grayscale(img, num_output_channels=3)
         if random.random() < 0.5:
             img = TF.gaussian_blur(img, kernel_size=5, sigma=random.uniform(0.1, 2.0))
@@ -197,11 +199,11 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
         th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile)
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
-        return StrongView(strong_augment(base.images), u_text, u_mask, pseudo, confidence, th)
+        return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th)
     top = mix_partners(batch, base, cfg.train.mix_from, cfg.loss.ignore_index)
     paste = paste_masks(top, cfg.train.mix)
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
-    return StrongView(strong_augment(mix(paste, top.images, base.images)), text, mask,
+    return StrongView(strong_augment(mix(paste, top.images, base.images), cfg.train.colour_jitter), text, mask,
                       mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th)
 
 
