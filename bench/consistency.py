@@ -36,6 +36,7 @@ VARIANTS = {
     "default + class-balanced L_CT (ω 0)": ["loss.consistency_omega=0"],
     "default, milder colour jitter (s 0.2)": ["train.colour_jitter=0.2"],
     "default, no colour jitter (s 0: mix and blur only)": ["train.colour_jitter=0"],
+    "default, class thresholds not capped at Th (the top tenth of each class passes)": ["loss.class_threshold_cap=false"],
 }
 
 

@@ -81,10 +81,12 @@ def pad_tokens(text: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Te
 
 
 def class_thresholds(confidence: torch.Tensor, pseudo: torch.Tensor, num_classes: int, threshold: float,
-                     quantile: float) -> torch.Tensor:
+                     quantile: float, cap: bool = True) -> torch.Tensor:
     """Class-wise confidence thresholds (C,): τ_c = min(Th, the ``quantile`` of the teacher's confidence
     over the pixels it labels c in this batch), so that a class the teacher is less sure of (a rare one)
     still teaches: a fixed Th lets only the head classes through. Classes it does not predict keep Th.
+    ``cap`` False: τ_c is the quantile alone, so the same share of every class passes however sure the
+    teacher has grown (an over-confident teacher passes everything under the cap).
 
     One sort of (class, confidence) keys; no device sync.
     """
@@ -96,4 +98,5 @@ def class_thresholds(confidence: torch.Tensor, pseudo: torch.Tensor, num_classes
     starts = torch.cumsum(counts, 0) - counts
     pick = starts + (quantile * (counts - 1).clamp_min(0).double()).floor().long()
     per_class = sorted_conf[pick.clamp(0, conf.numel() - 1)]
-    return torch.where(counts > 0, per_class.clamp(max=threshold), torch.full_like(per_class, threshold))
+    per_class = per_class.clamp(max=threshold) if cap else per_class
+    return torch.where(counts > 0, per_class, torch.full_like(per_class, threshold))

@@ -122,6 +122,7 @@ class LossConfig(Section):
     confidence_threshold: float = Field(0.95, ge=0, le=1)  # Th, Eq. 4
     class_thresholds: bool = True  # τ_c = min(Th, a quantile of the class's confidences): rare classes teach too
     class_threshold_quantile: float = Field(0.9, ge=0, le=1)  # that quantile, per class and batch (0.9: measured best)
+    class_threshold_cap: bool = True  # τ_c never above Th; False: the quantile alone (the same share of each class passes)
     consistency_omega: float = Field(1.0, ge=0, le=1)  # class balance of L_CT as DyCE's ω over the passed pixels; 1: plain CE (Eq. 4)
     ignore_index: int = 255
 

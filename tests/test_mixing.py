@@ -142,6 +142,11 @@ def test_class_wise_thresholds():
     assert torch.all(th[3:] == 0.95)
     confident = torch.full((1, 4, 4), 0.99)
     assert torch.all(class_thresholds(confident, torch.zeros(1, 4, 4, dtype=torch.long), 19, 0.95, 0.5) == 0.95)
+    # uncapped: an over-confident class still passes only its top share
+    sure = 0.96 + 0.03 * torch.rand(1, 10, 10, generator=g)
+    uncapped = class_thresholds(sure, torch.zeros(1, 10, 10, dtype=torch.long), 19, 0.95, 0.9, cap=False)
+    assert uncapped[0] == torch.quantile(sure, 0.9, interpolation="lower") and torch.all(uncapped[1:] == 0.95)
+    assert (sure >= uncapped[0]).float().mean() == pytest.approx(0.11)  # ranks 89..99 of 100: the top tenth
     # per class: a rare, unsure class still passes half its pixels, where a fixed Th lets none through
     _, fixed = consistency_loss(torch.zeros(2, 19, 6, 6), pseudo, confidence, 0.95)
     _, classwise = consistency_loss(torch.zeros(2, 19, 6, 6), pseudo, confidence, th)

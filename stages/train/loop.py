@@ -196,7 +196,8 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
     pseudo, confidence = pseudo_labels(logits)
     th = cfg.loss.confidence_threshold
     if cfg.loss.class_thresholds:
-        th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile)
+        th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile,
+                              cfg.loss.class_threshold_cap)
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
         return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th)
