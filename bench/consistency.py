@@ -37,6 +37,7 @@ VARIANTS = {
     "default, milder colour jitter (s 0.2)": ["train.colour_jitter=0.2"],
     "default, no colour jitter (s 0: mix and blur only)": ["train.colour_jitter=0"],
     "default, class thresholds not capped at Th (the top tenth of each class passes)": ["loss.class_threshold_cap=false"],
+    "default, λ_CT 2": ["loss.consistency_weight=2"],
 }
 
 
