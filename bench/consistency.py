@@ -27,7 +27,8 @@ VARIANTS = {
     "CT + ClassMix + EMA warm-up + class thresholds, median (previous default)": ["loss.class_threshold_quantile=0.5"],
     "CT + CutMix + EMA warm-up + class thresholds, median": ["train.mix=cutmix", "loss.class_threshold_quantile=0.5"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.8 quantile": ["loss.class_threshold_quantile=0.8"],
-    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile (default)": [],
+    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile, capped at Th (previous default)": [
+        "loss.class_threshold_cap=true"],
     "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
     "default, light decoder": ["model.decoder=light"],
     "CT + cross-domain ClassMix (labelled pixels pasted with their ground truth, DACS) + EMA warm-up + class thresholds at the 0.9 quantile": ["train.mix_from=labelled"],
@@ -36,7 +37,7 @@ VARIANTS = {
     "default + class-balanced L_CT (ω 0)": ["loss.consistency_omega=0"],
     "default, milder colour jitter (s 0.2)": ["train.colour_jitter=0.2"],
     "default, no colour jitter (s 0: mix and blur only)": ["train.colour_jitter=0"],
-    "default, class thresholds not capped at Th (the top tenth of each class passes)": ["loss.class_threshold_cap=false"],
+    "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile, not capped at Th (default)": [],
     "default, λ_CT 2": ["loss.consistency_weight=2"],
 }
 
