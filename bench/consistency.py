@@ -39,6 +39,7 @@ VARIANTS = {
     "default, no colour jitter (s 0: mix and blur only)": ["train.colour_jitter=0"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile, not capped at Th (default)": [],
     "default, λ_CT 2": ["loss.consistency_weight=2"],
+    "default at the 0.95 quantile (the top twentieth of each class)": ["loss.class_threshold_quantile=0.95"],
 }
 
 
