@@ -28,7 +28,7 @@ def classmix_masks(labels: torch.Tensor, num_classes: int, generator: torch.Gene
     scores = torch.rand(b, num_classes + 1, generator=generator, device="cpu").to(labels.device)
     scores = scores.masked_fill(~present, 2.0)  # absent classes sort last
     rank = scores.argsort(1).argsort(1)  # (B, C + 1): each class's place in the random order
-    chosen = (rank < (present.sum(1, keepdim=True) + 1) // 2)  # the first half of the present classes
+    chosen = rank < (present.sum(1, keepdim=True) + 1) // 2  # the first half of the present classes
     return torch.gather(chosen, 1, flat).view_as(labels)
 
 
