@@ -146,7 +146,9 @@ def test_a_shard_that_keeps_failing_fails_the_stage_and_keeps_the_rest(tmp_path,
 
 def test_two_nodes_share_the_shards(tmp_path):
     overrides = small_overrides(tmp_path / "w", "caption.concurrency=2", "caption.shard_size=2",
-                                "caption.decode_cpus=0.5",  # 1-CPU nodes: half for the replica, half for decoding
+                                # 1-CPU nodes: a replica takes 0.6, so two never share a node (at 0.5 each,
+                                # Ray could pack both on one node and the test was flaky); 0.4 for decoding
+                                "caption.replica_cpus=0.6", "caption.decode_cpus=0.4",
                                 "caption.batch_size=2", "caption.max_new_tokens=24")
     code = textwrap.dedent(f"""
         import json
