@@ -42,6 +42,7 @@ VARIANTS = {
         "loss.class_threshold_quantile=0.9"],
     "default, λ_CT 2": [*PREV, "loss.consistency_weight=2"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.95 quantile, not capped (default)": [],
+    "default + feature perturbation (UniMatch, p 0.5)": ["train.feature_perturbation=0.5"],
 }
 
 

@@ -30,9 +30,15 @@ class Segmentor(nn.Module):
         self.max_tokens, self.levels = max_tokens, tuple(levels)  # earlier blocks a multi-level decoder reads
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> SegmentorOutput:
-        """images (B, 3, H, W); text F_L (B, nL, c_l) with text_mask (B, nL), nL <= max_tokens."""
+                text_mask: torch.Tensor | None = None, perturb: tuple[int, float] = (0, 0.0)) -> SegmentorOutput:
+        """images (B, 3, H, W); text F_L (B, nL, c_l) with text_mask (B, nL), nL <= max_tokens.
+
+        ``perturb`` (n, p): the encoder features of the last n images lose whole channels with probability p
+        before DLG and the decoder (UniMatch's feature perturbation); the other images are untouched."""
         f_v, levels = self.encoder(images, self.levels) if self.levels else (self.encoder(images), None)
+        if perturb[0]:
+            f_v = drop_channels(f_v, *perturb)
+            levels = None if levels is None else [drop_channels(f, *perturb) for f in levels]
         fused = None
         if self.dlg is not None:
             if text is None or text_mask is None:
@@ -51,6 +57,12 @@ class Segmentor(nn.Module):
         head = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": backbone, "lr": lr * backbone_lr_mult, "weight_decay": weight_decay},
                 {"params": head, "lr": lr, "weight_decay": weight_decay}]
+
+
+def drop_channels(features: torch.Tensor, n: int, p: float) -> torch.Tensor:
+    """(B, c, h, w) with channel dropout (rescaled by 1/(1-p)) on the last n images only."""
+    kept, dropped = features[:-n], F.dropout2d(features[-n:], p, training=True)
+    return torch.cat([kept, dropped])
 
 
 def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int, load_weights: bool = True) -> Segmentor:

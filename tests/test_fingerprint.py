@@ -47,7 +47,8 @@ def test_a_fresh_work_directory_knows_only_the_first_fingerprints(tmp_path):
 
 @pytest.mark.parametrize("override", ["data.labelled_target=2", "data.seed=3", "loss.omega=0.7", "loss.dyce=false",
                                       "model.dlg=false", "model.vision_init=random", "train.iterations=5",
-                                      "train.consistency=false", "eval.model=student"])
+                                      "train.consistency=false", "train.feature_perturbation=0.5",
+                                      "eval.model=student"])
 def test_split_loss_model_train_and_eval_keys_leave_the_language_alone(world, override):
     base, changed = world(), world(override)
     assert [changed[n] == base[n] for n in LANGUAGE] == [True, True], override
@@ -69,6 +70,15 @@ def test_execution_keys_change_nothing(world):
     for override in ("caption.batch_size=3", "caption.concurrency=4", "text.num_gpus=1", "train.log_every=7",
                      "train.loader_workers=1", "cluster.address=auto"):
         assert world(override) == base, override
+
+
+def test_a_key_at_its_inert_value_stays_out_of_the_training_fingerprint():
+    """A key added later, at the value that trains as before it existed, leaves earlier runs' fingerprints
+    alone; at any other value it is fingerprinted (the parametrised test above)."""
+    from stages.train import INERT, fingerprint_config
+
+    assert INERT and not set(INERT) & set(fingerprint_config(load_config(None, []))["train"])
+    assert fingerprint_config(load_config(None, ["train.feature_perturbation=0.5"]))["train"]["feature_perturbation"] == 0.5
 
 
 def test_a_moved_dataset_keeps_its_captions_and_training(world, tmp_path):

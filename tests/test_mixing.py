@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import stages.train.loop as train
-from models.losses import consistency_loss, passed_per_class
+from models.losses import consistency_loss, passed_per_class, pseudo_labels
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
 from models.segmentor import build_segmentor, decoder_levels, ema_alpha
 from pipeline.config import ModelConfig, load_config
@@ -173,3 +173,54 @@ def test_colour_jitter_strength():
     random.seed(0)
     assert torch.allclose(train.strong_augment(flat, 0.0), flat, atol=1e-5)
     assert (train.strong_augment(flat, 0.5) - flat).abs().amax((1, 2, 3)).min() > 1e-3
+
+
+@pytest.mark.parametrize("decoder", ["light", "multilevel"])
+def test_feature_perturbation_drops_channels_of_the_last_images_only(decoder):
+    model = build_segmentor(ModelConfig(decoder=decoder, dlg_dim=8, decoder_channels=8), text_dim=16,
+                            num_classes=19).eval()
+    args = torch.randn(4, 3, 32, 32), torch.randn(4, 5, 16), torch.ones(4, 5, dtype=torch.bool)
+    torch.manual_seed(0)
+    clean, perturbed = model(*args).logits, model(*args, perturb=(2, 0.5)).logits
+    assert torch.allclose(clean[:2], perturbed[:2])
+    assert all(not torch.allclose(clean[b], perturbed[b]) for b in (2, 3))
+
+
+class Recorder(torch.nn.Module):
+    """The student, remembering what it was given and what it returned."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, images, text, mask, perturb=(0, 0.0)):
+        out = self.model(images, text, mask, perturb=perturb)
+        self.calls.append((images, perturb, out.logits))
+        return out
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
+    """train.feature_perturbation (UniMatch): the unmixed weak views join the student's one pass with their
+    features dropped out, taught the teacher's labels; L_CT is the mean of both views' losses."""
+    from models.preprocess import normalize
+
+    torch.manual_seed(0)
+    model = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=16, num_classes=19)
+    student, teacher = Recorder(model), build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), 16, 19).eval()
+    text = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    batch = train.Batch(torch.rand(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), text, torch.rand(2, 3, 32, 32), text)
+    cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5"])
+    _, logs = train.train_step(batch, student, teacher, torch.nn.CrossEntropyLoss(), cfg, amp=False)
+    ((images, perturb, logits),) = student.calls
+    if not p:
+        assert images.shape[0] == 4 and perturb == (0, 0.0) and "loss_fp" not in logs
+        return
+    assert images.shape[0] == 6 and perturb == (2, 0.5)
+    assert torch.equal(images[4:], normalize(batch.unlabelled))  # the weak views, not the mixed ones
+    with torch.no_grad():
+        pseudo, confidence = pseudo_labels(teacher(normalize(batch.unlabelled), *text).logits)
+    th = class_thresholds(confidence, pseudo, 19, 0.95, 0.5, cap=False)
+    expected, _ = consistency_loss(logits[4:].detach(), pseudo, confidence, th)  # against the unmixed labels
+    assert logs["loss_fp"] == pytest.approx(float(expected), rel=1e-5) and expected > 0
+    assert logs["loss_ct"] != pytest.approx(float(expected))  # the strong view's loss counts too

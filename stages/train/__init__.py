@@ -17,11 +17,15 @@ VERSION = 3  # 2: the labelled split is an input of its own; 3: OpenCV loader, p
 INPUTS = ("ingest", "split", "embed_text")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
 EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
+# Keys added after runs existed, at the value that trains exactly as before the key: left out of the
+# fingerprint at that value, so those runs stay valid (a sweep reuses them).
+INERT = {"feature_perturbation": 0.0}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
+    train = cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)
     return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
+            "train": {k: v for k, v in train.items() if k not in INERT or v != INERT[k]}}
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -141,6 +141,17 @@ def next_batch(streams: Streams, store: TextEmbeddingStore, max_tokens: int, dev
 
 
 @dataclass
+class Layer:
+    """Images with what the student is taught on them: what a mix pastes (top) or pastes onto (base)."""
+
+    images: torch.Tensor  # (B, 3, S, S)
+    labels: torch.Tensor  # (B, S, S)
+    confidence: torch.Tensor  # (B, S, S): the teacher's, or 1 for ground truth (0 where it is ignored)
+    text: torch.Tensor  # (B, n, c)
+    mask: torch.Tensor  # (B, n)
+
+
+@dataclass
 class StrongView:
     """The unlabelled images the student sees, and what it is taught on them, pixel for pixel."""
 
@@ -150,17 +161,7 @@ class StrongView:
     pseudo: torch.Tensor  # (B, S, S) the teacher's hard labels on the weak views (ground truth where pasted
     confidence: torch.Tensor  # (B, S, S)       from a labelled image, at confidence 1), mixed the same way
     threshold: float | torch.Tensor  # Th, or τ_c (C,) from the teacher's own pixels
-
-
-@dataclass
-class Layer:
-    """Images with what the student is taught on them: what a mix pastes (top) or pastes onto (base)."""
-
-    images: torch.Tensor  # (B, 3, S, S)
-    labels: torch.Tensor  # (B, S, S)
-    confidence: torch.Tensor  # (B, S, S): the teacher's, or 1 for ground truth (0 where it is ignored)
-    text: torch.Tensor  # (B, n, c)
-    mask: torch.Tensor  # (B, n)
+    weak: Layer  # the unmixed weak views with the teacher's labels (for train.feature_perturbation)
 
 
 def mix_partners(batch: Batch, base: Layer, mix_from: str, ignore_index: int) -> Layer:
@@ -200,39 +201,59 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
                               cfg.loss.class_threshold_cap)
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
-        return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th)
+        return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th,
+                          base)
     top = mix_partners(batch, base, cfg.train.mix_from, cfg.loss.ignore_index)
     paste = paste_masks(top, cfg.train.mix)
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
     return StrongView(strong_augment(mix(paste, top.images, base.images), cfg.train.colour_jitter), text, mask,
-                      mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th)
+                      mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th, base)
+
+
+def join_streams(streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images in [0, 1], F_L, mask) of several streams as one normalised batch, captions padded alike."""
+    n = max(text.shape[1] for _, text, _ in streams)
+    padded = [pad_tokens(text, mask, n) for _, text, mask in streams]
+    return (normalize(torch.cat([images for images, _, _ in streams])), torch.cat([t for t, _ in padded]),
+            torch.cat([m for _, m in padded]))
 
 
 def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_loss: torch.nn.Module,
                cfg: Config, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward the three streams and return (total loss, what to log, as detached tensors: turning them
-    into numbers waits for the device, so the loop does it only when it logs). The caller steps the
-    optimizer."""
+    """Forward the streams in one student pass and return (total loss, what to log, as detached tensors:
+    turning them into numbers waits for the device, so the loop does it only when it logs). The caller
+    steps the optimizer.
+
+    Streams: labelled; the strong views of the unlabelled images; with ``train.feature_perturbation`` p > 0,
+    also the weak views with their encoder features dropped out (UniMatch), and L_CT is then the mean of the
+    two views' consistency losses."""
     autocast = torch.autocast(batch.labelled.device.type, dtype=torch.bfloat16, enabled=amp)
-    n_sup = batch.labelled.shape[0]
-    images, text, mask = normalize(batch.labelled), *batch.labelled_text
+    n_sup, streams = batch.labelled.shape[0], [(batch.labelled, *batch.labelled_text)]
+    fp = cfg.train.feature_perturbation if batch.unlabelled is not None else 0.0
     if batch.unlabelled is not None:
         view = strong_view(batch, teacher, cfg, autocast)
-        n = max(text.shape[1], view.text.shape[1])  # one student forward over all streams
-        text, mask = (torch.cat(pair) for pair in zip(pad_tokens(text, mask, n), pad_tokens(view.text, view.mask, n),
-                                                       strict=True))
-        images = torch.cat([images, normalize(view.images)])
+        streams.append((view.images, view.text, view.mask))
+        if fp:
+            streams.append((view.weak.images, view.weak.text, view.weak.mask))
+    n_fp = batch.unlabelled.shape[0] if fp else 0
     with autocast:
-        logits = student(images, text, mask).logits
+        logits = student(*join_streams(streams), perturb=(n_fp, fp)).logits
     l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
     logs = {"loss_sup": l_sup.detach()}
     loss = l_sup
     if batch.unlabelled is not None:
-        l_ct, passed = consistency_loss(logits[n_sup:], view.pseudo, view.confidence, view.threshold,  # Eq. 4
-                                        cfg.loss.consistency_omega, cfg.loss.ignore_index)
+        n_strong = view.images.shape[0]
+        l_ct, passed = consistency_loss(logits[n_sup:n_sup + n_strong], view.pseudo, view.confidence,  # Eq. 4
+                                        view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
+        logs.update(ct_passed=passed.mean(), ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
+        if fp:
+            l_fp, _ = consistency_loss(logits[n_sup + n_strong:], view.weak.labels, view.weak.confidence,
+                                       view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
+            logs["loss_fp"] = l_fp.detach()
+            l_ct = (l_ct + l_fp) / 2
         loss = loss + cfg.loss.consistency_weight * l_ct
-        logs.update(loss_ct=l_ct.detach(), ct_passed=passed.mean(),
-                    ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
+        logs["loss_ct"] = l_ct.detach()
     logs["loss"] = loss.detach()
     return loss, logs
 
