@@ -20,8 +20,8 @@ from stages.datasets import CLASSES
 
 PREV = ["loss.class_threshold_quantile=0.9", "loss.class_threshold_cap=true"]  # the default these rows measured against
 OLD = ["train.mix=none", "train.ema_warmup=false", "loss.class_thresholds=false"]  # the strong view before
-VARIANTS = {
-    "no CT": ["train.consistency=false"],
+NO_FP = "train.feature_perturbation=0"  # every row before feature perturbation measured without it
+EARLIER = {
     "CT, photometric view only": OLD,
     "CT + ClassMix": ["train.mix=classmix", "train.ema_warmup=false", "loss.class_thresholds=false"],
     "CT + ClassMix + EMA warm-up": ["train.mix=classmix", "train.ema_warmup=true", "loss.class_thresholds=false"],
@@ -30,7 +30,7 @@ VARIANTS = {
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.8 quantile": ["loss.class_threshold_quantile=0.8"],
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile, capped at Th": [
         "loss.class_threshold_quantile=0.9", "loss.class_threshold_cap=true"],
-    "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],
+    "no CT, light decoder": ["train.consistency=false", "model.decoder=light"],  # FP off changes nothing here
     "default, light decoder": ["model.decoder=light"],
     "CT + cross-domain ClassMix (labelled pixels pasted with their ground truth, DACS) + EMA warm-up + class thresholds at the 0.9 quantile": [*PREV, "train.mix_from=labelled"],
     "CT + cross-domain ClassMix + EMA warm-up, fixed Th 0.95": [*PREV, "train.mix_from=labelled", "loss.class_thresholds=false"],
@@ -41,8 +41,12 @@ VARIANTS = {
     "CT + ClassMix + EMA warm-up + class thresholds at the 0.9 quantile, not capped at Th": [
         "loss.class_threshold_quantile=0.9"],
     "default, λ_CT 2": [*PREV, "loss.consistency_weight=2"],
-    "CT + ClassMix + EMA warm-up + class thresholds at the 0.95 quantile, not capped (default)": [],
-    "default + feature perturbation (UniMatch, p 0.5)": ["train.feature_perturbation=0.5"],
+    "CT + ClassMix + EMA warm-up + class thresholds at the 0.95 quantile, not capped (default before FP)": [],
+}
+VARIANTS = {
+    "no CT": ["train.consistency=false"],
+    **{name: [NO_FP, *keys] for name, keys in EARLIER.items()},
+    "default: ClassMix + EMA warm-up + class thresholds at the 0.95 quantile + feature perturbation (UniMatch, p 0.5)": [],
 }
 
 

@@ -142,7 +142,7 @@ class TrainConfig(Section):
     mix_from: Literal["unlabelled", "labelled"] = "unlabelled"  # the partner: another unlabelled image (teacher's labels) or a labelled one (ground truth; DACS)
     colour_jitter: float = Field(0.5, ge=0, le=1)  # s of the strong view: brightness/contrast/saturation ±s, hue ±s/2, grayscale p 0.4·s
     ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
-    feature_perturbation: float = Field(0.0, ge=0, lt=1)  # p: also teach the weak views with encoder channels dropped at p (UniMatch: 0.5); 0 = off
+    feature_perturbation: float = Field(0.5, ge=0, lt=1)  # p: also teach the weak views with encoder channels dropped at p (UniMatch); 0 = off
     warmup_iters: int = Field(0, ge=0)  # linear learning-rate warm-up (DAFormer: 1500)
     consistency: bool = True  # consistency training on the unlabelled target (CT, Eq. 4); weight: loss.consistency_weight
     checkpoint_every: int = Field(1000, ge=1)
@@ -184,6 +184,11 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
     paths: PathsConfig = PathsConfig()
+
+
+def uses_consistency(cfg: Config) -> bool:
+    """Whether training has a consistency term: on, and with a weight."""
+    return cfg.train.consistency and cfg.loss.consistency_weight > 0
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -47,7 +47,7 @@ def test_a_fresh_work_directory_knows_only_the_first_fingerprints(tmp_path):
 
 @pytest.mark.parametrize("override", ["data.labelled_target=2", "data.seed=3", "loss.omega=0.7", "loss.dyce=false",
                                       "model.dlg=false", "model.vision_init=random", "train.iterations=5",
-                                      "train.consistency=false", "train.feature_perturbation=0.5",
+                                      "train.consistency=false", "train.feature_perturbation=0",
                                       "eval.model=student"])
 def test_split_loss_model_train_and_eval_keys_leave_the_language_alone(world, override):
     base, changed = world(), world(override)
@@ -77,8 +77,18 @@ def test_a_key_at_its_inert_value_stays_out_of_the_training_fingerprint():
     alone; at any other value it is fingerprinted (the parametrised test above)."""
     from stages.train import INERT, fingerprint_config
 
-    assert INERT and not set(INERT) & set(fingerprint_config(load_config(None, []))["train"])
+    assert INERT and not set(INERT) & set(fingerprint_config(load_config(None, ["train.feature_perturbation=0"]))["train"])
     assert fingerprint_config(load_config(None, ["train.feature_perturbation=0.5"]))["train"]["feature_perturbation"] == 0.5
+
+
+def test_consistency_keys_leave_a_run_without_consistency_alone(world):
+    """Every CT variant of a sweep shares one no-CT baseline; with CT on, the same keys train anew."""
+    ct_keys = ("train.mix=cutmix", "train.feature_perturbation=0", "loss.class_threshold_quantile=0.5",
+               "loss.confidence_threshold=0.9")
+    for off in ("train.consistency=false", "loss.consistency_weight=0"):
+        assert world(off, *ct_keys)["train"] == world(off)["train"], off
+    assert world(*ct_keys)["train"] != world()["train"]
+    assert world("train.ema_warmup=false", "train.consistency=false")["train"] != world("train.consistency=false")["train"]
 
 
 def test_a_moved_dataset_keeps_its_captions_and_training(world, tmp_path):

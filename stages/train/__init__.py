@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.config import Config, uses_consistency
 from pipeline.stage import StageContext, StageResult
 
 NAME = "train"
@@ -20,12 +20,20 @@ EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "
 # Keys added after runs existed, at the value that trains exactly as before the key: left out of the
 # fingerprint at that value, so those runs stay valid (a sweep reuses them).
 INERT = {"feature_perturbation": 0.0}
+# Keys that only shape consistency training: without it they change nothing, so they leave the fingerprint
+# and every CT variant of a sweep shares one no-CT baseline.
+CT_KEYS = {"train": {"mix", "mix_from", "colour_jitter", "feature_perturbation"},
+           "loss": {"confidence_threshold", "class_thresholds", "class_threshold_quantile", "class_threshold_cap",
+                    "consistency_omega"}}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    train = cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)
-    return {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
-            "train": {k: v for k, v in train.items() if k not in INERT or v != INERT[k]}}
+    uses_ct = uses_consistency(cfg)
+    sections = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
+                "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
+    return {name: {k: v for k, v in keys.items()
+                   if not (k in INERT and v == INERT[k]) and (uses_ct or k not in CT_KEYS.get(name, ()))}
+            for name, keys in sections.items()}
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -35,7 +35,7 @@ from models.losses import build_supervised_loss, consistency_loss, passed_per_cl
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
-from pipeline.config import Config, TrainConfig
+from pipeline.config import Config, TrainConfig, uses_consistency
 from pipeline.progress import console, progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
@@ -67,8 +67,8 @@ def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[st
     if not src:
         raise StageError(f"{index_path}: no source images")
     unlabelled = [{**r, "label_path": None} for r in target_train if r["image_id"] not in labelled]
-    uses_ct = cfg.train.consistency and cfg.loss.consistency_weight > 0
-    return TrainingSet(src, [r for r in target_train if r["image_id"] in labelled], unlabelled if uses_ct else [])
+    return TrainingSet(src, [r for r in target_train if r["image_id"] in labelled],
+                       unlabelled if uses_consistency(cfg) else [])
 
 
 def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin: bool) -> Streams:
