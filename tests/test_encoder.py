@@ -55,14 +55,15 @@ def test_random_init_reads_no_file(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["light", "multilevel"])
 def test_full_size_student_step_on_cpu(decoder):
-    """ViT-B/16 at 512x512, batch 2, DLG over 77 tokens of width 512: forward, DyCE, backward, EMA."""
+    """ViT-B/16 at 512x512, batch 2 (the second with feature perturbation), DLG over 77 tokens of width 512:
+    forward, DyCE, backward, EMA."""
     cfg = ModelConfig(vision_model="ViT-B-16", vision_pretrained="none", vision_init="random", decoder=decoder)
     torch.manual_seed(0)
     student = build_segmentor(cfg, text_dim=512, num_classes=19)
     teacher = make_teacher(student)
     images = torch.randn(2, 3, 512, 512)
     text, mask = torch.randn(2, 20, 512), torch.ones(2, 20, dtype=torch.bool)
-    out = student(images, text, mask)
+    out = student(images, text, mask, perturb=(1, 0.5))
     assert out.features.shape == (2, 512, 32, 32) and out.fused.shape == (2, 77, 32, 32)
     assert out.logits.shape == (2, 19, 512, 512)
     loss = DyCELoss()(out.logits, torch.randint(0, 19, (2, 512, 512)))
