@@ -30,7 +30,7 @@ def write_store(out: Path, captions: int, tokens: int, dim: int, shard_size: int
         n_tokens = rng.integers(tokens - 6, tokens + 7, size=n)  # mean `tokens`
         emb = rng.standard_normal((n, int(n_tokens.max()), dim), dtype=np.float32).astype(np.float16)
         ids = pa.array([f"img{i:07d}" for i in range(start, start + n)])
-        table = embedding_table(ids, pa.array(np.zeros(n, np.int32)), emb, n_tokens, [False] * n, "bench")
+        table = embedding_table(ids, pa.array(np.zeros(n, np.int32)), ["a street"] * n, emb, n_tokens, [False] * n, "bench")
         write_parquet(table.drop_columns(["shard"]), out / f"shard-{start // shard_size:05d}.parquet")
 
 

@@ -141,7 +141,7 @@ def write_real_size_world(root: Path, n: int) -> tuple[Path, Path]:
 def synthetic_text_store(out_dir: Path, image_ids: list[str], dim: int, n_tokens: int = 16) -> TextEmbeddingStore:
     """Random caption embeddings of CLIP ViT-B/16's width: the loader and step read them like real ones."""
     emb = np.random.default_rng(0).standard_normal((len(image_ids), n_tokens, dim)).astype(np.float16)
-    table = embedding_table(pa.array(image_ids), pa.array([0] * len(image_ids), pa.int32()), emb,
+    table = embedding_table(pa.array(image_ids), pa.array([0] * len(image_ids), pa.int32()), ["a street"] * len(image_ids), emb,
                             np.full(len(image_ids), n_tokens), [False] * len(image_ids), "bench")
     write_parquet(table.drop_columns(["shard"]), out_dir / "shard-00000.parquet")
     return TextEmbeddingStore(out_dir)

@@ -19,6 +19,7 @@ class ModelConfig(BaseModel):
     vision_init: Literal["clip", "imagenet", "random"] = "clip"  # VLP ablation
     imagenet_checkpoint: Path | None = None  # timm ViT-B/16 weights for vision_init=imagenet
     dlg: bool = True  # Dense Language Guidance; False decodes F_V alone
+    dlg_captions: Literal["own", "shuffled", "empty"] = "own"  # what DLG reads: each image's caption, another image's (a fixed derangement), or none (the start token alone)
     dlg_dim: int = Field(256, ge=1)  # width of the DLG keys and values
     max_tokens: int = Field(77, ge=1)  # nL after padding: F_M has this many channels
     decoder_channels: int = Field(256, ge=1)

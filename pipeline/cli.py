@@ -118,6 +118,19 @@ def _short_path(path: str | None) -> str:
         return path
 
 
+def language_lines(rows: list[dict]) -> list[str]:
+    """What the captions say about themselves (caption and embed_text stages' records)."""
+    d = {r["stage"]: r.get("details") or {} for r in rows}
+    lines = []
+    if "distinct" in (c := d.get("caption", {})):
+        lines.append(f"captions ({c.get('source', '?')}): {c['captions']} images, {c['empty']} empty, "
+                     f"{c['distinct']} distinct, {c['mean_words']} words on average")
+    if "mean_tokens" in (e := d.get("embed_text", {})):
+        lines.append(f"text embeddings: {e['mean_tokens']:.1f} tokens on average, {e.get('truncated', 0)} "
+                     "captions cut to the text tower's context")
+    return lines
+
+
 @app.command()
 def status(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
     """One row per stage for this config, and the files that ingest or captioning rejected."""
@@ -132,6 +145,8 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = 
         table.add_row(r["stage"], r["status"], r["fingerprint"], "-" if r["rows"] is None else str(r["rows"]),
                       seconds, _short_path(r["output"]))
     out.print(table)
+    for line in language_lines(rows):
+        out.print(line, soft_wrap=True, highlight=False)
     for r in rows:
         if r["error"]:
             out.print(f"[red]{r['stage']}[/]: {r['error'].splitlines()[0]}", soft_wrap=True)

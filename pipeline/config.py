@@ -62,6 +62,8 @@ class DemoWorldConfig(Section):
     height: int = Field(128, ge=32)
     width: int = Field(256, ge=32)
     seed: int = 0  # draws the scenes; the labelled split has its own seed (data.seed)
+    gap: float = Field(1.0, ge=0)  # the target's style shift from the source (palette, texture, noise, blur): 1 default, 0 none
+    lookalike: bool = False  # cars and trucks drawn alike, trucks in half the scenes: only a caption tells them apart
 
 
 class DataConfig(Section):
@@ -89,8 +91,14 @@ class DataConfig(Section):
         return self
 
 
+def _demo_captions_need_the_demo(cfg: Config) -> Config:
+    if cfg.caption.captions_file == "demo" and "demo" not in (cfg.data.source.name, cfg.data.target.name):
+        raise ValueError("caption.captions_file: 'demo' (the demo world's scene descriptions) needs the demo world")
+    return cfg
+
+
 class CaptionConfig(Section):
-    model: str = "tiny"  # HF id (Salesforce/blip2-opt-2.7b), a local directory, or `tiny`
+    model: str = "tiny"  # any HF image-text-to-text id (Salesforce/blip2-opt-2.7b) or local directory; `tiny` (BLIP-2), `tiny-blip`, `tiny-llava`
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(20, ge=1)
@@ -102,6 +110,12 @@ class CaptionConfig(Section):
     image_size: int = Field(224, ge=16)  # decoded images are resized to this square: BLIP-2's input size
     decode_cpus: float = Field(1.0, gt=0)  # CPUs per decode task (the tasks run on any node with CPUs)
     replica_cpus: float = Field(0.5, gt=0)  # CPUs reserved per replica: it only feeds the model (on its GPU)
+    captions_file: Path | Literal["demo"] | None = None  # a user's captions (Parquet, JSONL or CSV: image_id or image, caption) instead of a captioner; `demo`: the demo world's scene descriptions
+
+    @field_validator("captions_file")
+    @classmethod
+    def _captions_exist(cls, value: Path | str | None) -> Path | str | None:
+        return value if value == "demo" else _existing_path(value)
 
 
 class TextConfig(Section):
@@ -111,7 +125,6 @@ class TextConfig(Section):
     shard_size: int = Field(1024, ge=1)
     num_gpus: float = Field(0.0, ge=0)
     concurrency: int = Field(1, ge=1)
-    prompt_template: str = "a photo of a {}."  # class embeddings
 
 
 class LossConfig(Section):
@@ -184,6 +197,8 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
     paths: PathsConfig = PathsConfig()
+
+    _demo_captions = model_validator(mode="after")(_demo_captions_need_the_demo)
 
 
 def uses_consistency(cfg: Config) -> bool:

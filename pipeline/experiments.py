@@ -48,14 +48,19 @@ def sweep_cells(labelled: list[int | str], seeds: list[int]) -> list[Cell]:
 
 
 def ablation_cells(cfg: Config) -> list[Cell]:
-    """Table 3's rows: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all. Without VLP the image tower starts from
-    ImageNet (``model.imagenet_checkpoint``, as the paper) or, without that file, at random."""
+    """Table 3's rows: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; and the caption-content control: all, with
+    DLG fed another image's caption (``model.dlg_captions=shuffled``), so that the report shows whether what a
+    caption says matters. Without VLP the image tower starts from ImageNet (``model.imagenet_checkpoint``, as
+    the paper) or, without that file, at random."""
     no_vlp = "imagenet" if cfg.model.imagenet_checkpoint is not None else "random"
-    rows = (("CT", False, False, False), ("CT+DyCE", True, False, False), ("CT+VLP", False, True, False),
-            ("CT+VLP+DLG", False, True, True), ("CT+DyCE+VLP+DLG", True, True, True))
+    rows = (("CT", False, False, False, "own"), ("CT+DyCE", True, False, False, "own"),
+            ("CT+VLP", False, True, False, "own"), ("CT+VLP+DLG", False, True, True, "own"),
+            ("CT+DyCE+VLP+DLG", True, True, True, "own"),
+            ("CT+DyCE+VLP+DLG, shuffled captions", True, True, True, "shuffled"))
     return [Cell(name, ("train.consistency=true", f"loss.dyce={str(dyce).lower()}",
-                        f"model.vision_init={'clip' if vlp else no_vlp}", f"model.dlg={str(dlg).lower()}"))
-            for name, dyce, vlp, dlg in rows]
+                        f"model.vision_init={'clip' if vlp else no_vlp}", f"model.dlg={str(dlg).lower()}",
+                        f"model.dlg_captions={captions}"))
+            for name, dyce, vlp, dlg, captions in rows]
 
 
 def run_grid(config_path: Path | None, overrides: list[str], cells: list[Cell],

@@ -64,14 +64,15 @@ class Predictor:
         import torch
 
         from stages.images import resize_image
+        from stages.language import caption_length
 
         cap, m = self.cfg.caption, self.cfg.model
         small = [resize_image(im, (cap.image_size, cap.image_size)) for im in images]  # as the caption stage
         captions = self.captioner(small, cap.prompt, cap.max_new_tokens)
         emb, n_tokens, _ = self.text.caption_embeddings(captions)
         out = []
-        for e, n in zip(emb, n_tokens, strict=True):
-            n = min(int(n), m.max_tokens)
+        for e, n in zip(emb, n_tokens, strict=True):  # a new image has no other image to borrow from:
+            n = min(caption_length(int(n), m.dlg_captions), m.max_tokens)  # `shuffled` reads its own caption
             text = torch.zeros(1, m.max_tokens, e.shape[-1], device=self.device)
             mask = torch.zeros(1, m.max_tokens, dtype=torch.bool, device=self.device)
             text[0, :n] = torch.from_numpy(e[:n].astype(np.float32)).to(self.device)

@@ -166,6 +166,7 @@ def status_rows(cfg: Config) -> list[dict[str, object]]:
         rows.append({"stage": name, "status": status, "fingerprint": fp[:12] if fp else "-",
                      "rows": record.rows if record else None, "seconds": record.seconds if record else None,
                      "output": record.output_path if record else None,
+                     "details": record.details if record and record.status == "complete" else {},
                      "error": record.error if record and record.status != "complete" else None})
     return rows
 

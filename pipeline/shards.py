@@ -184,6 +184,17 @@ def _finish_shard(ctx: StageContext, shard: int, parts: list[pa.Table], started:
     return len(table)
 
 
+def write_shards(ctx: StageContext, table: pa.Table, shard_size: int) -> int:
+    """Rows computed in the driver (no Ray, no model: a user's captions file), written as the shards
+    ``map_shards`` would write and recorded alike; shards already complete are kept. Returns rows written."""
+    started, written = datetime.now(), 0
+    for i in pending_shards(ctx, -(-len(table) // shard_size)):
+        part = table.slice(i * shard_size, shard_size)
+        part = part.append_column(SHARD_COLUMN, pa.array(np.full(len(part), i, dtype=np.int32)))
+        written += _finish_shard(ctx, i, [part], started, attempts=1)
+    return written
+
+
 def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPool, cluster: ClusterConfig,
                unit: str = "images") -> MapStats:
     """Run ``pool.udf`` over ``rows`` shard by shard; say what this call did."""

@@ -3,17 +3,31 @@
 The "synthetic" source has flat, saturated colours; the "real" target has another palette, texture, blur
 and noise. Objects follow a long tail: road, sky and buildings are in every scene, trains and riders in
 few. Labels are written as Cityscapes labelIds, so the real readers load the demo world unchanged.
+
+Two options serve the benchmarks of what the method is for:
+
+- ``gap`` scales the target's style shift (palette, texture, noise, exposure, blur): 1 is the default world,
+  0 no shift, 2 twice the shift; adaptation has more to do the larger it is.
+- ``lookalike``: cars and trucks are drawn exactly alike (a car's colour, either shape), and in half of the
+  scenes every vehicle is a truck: no pixel tells them apart, only the caption does.
+
+Every scene has a description naming the classes it shows (``captions.jsonl`` beside the world: image_id,
+caption), which ``caption.captions_file: demo`` feeds to the pipeline as its captions.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from stages.datasets import PALETTE, TRAIN_TO_CITYSCAPES_ID
+from stages.datasets import CLASSES, PALETTE, TRAIN_TO_CITYSCAPES_ID
+
+CAPTIONS_FILE = "captions.jsonl"  # the scenes' own descriptions, beside the world
+CAR, TRUCK = 13, 14  # the look-alike pair
 
 # (trainId, scenes that hold it, (min, max) count, (width, height) as fractions of the image)
 OBJECTS = (
@@ -44,6 +58,34 @@ def _palettes() -> dict[str, np.ndarray]:
 
 
 PALETTES = _palettes()
+
+
+def world_keys(demo) -> dict:  # noqa: ANN001  (pipeline.config.DemoWorldConfig)
+    """The demo world's config keys as fingerprints hold them; keys added later stay out at the value that
+    draws the world as before, so earlier work directories keep their stages."""
+    inert = {"gap": 1.0, "lookalike": False}
+    return {k: v for k, v in demo.model_dump(mode="json").items() if not (k in inert and v == inert[k])}
+
+
+def target_palette(gap: float) -> np.ndarray:
+    """The target's palette at ``gap`` times the default shift from the source's (1: the default world)."""
+    if gap == 1:
+        return PALETTES["target"]
+    source = PALETTES["source"]
+    return np.clip(source + gap * (PALETTES["target"] - source), 0, 255)
+
+
+def lookalike(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """Every vehicle of the scene is a car, or (half of the scenes) a truck; drawn alike either way."""
+    labels = np.where(labels == TRUCK, CAR, labels).astype(np.uint8)
+    return np.where(labels == CAR, TRUCK, labels).astype(np.uint8) if rng.random() < 0.5 else labels
+
+
+def describe(labels: np.ndarray) -> str:
+    """The scene's description: the classes it shows, largest first (what an oracle captioner would say)."""
+    ids, counts = np.unique(labels[labels < len(CLASSES)], return_counts=True)
+    names = [CLASSES[i] for i in ids[np.argsort(-counts, kind="stable")]]
+    return "a street scene with " + ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
 def render_labels(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -80,21 +122,24 @@ def render_labels(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return labels
 
 
-def render_image(rng: np.random.Generator, labels: np.ndarray, style: str) -> np.ndarray:
-    """Colour a label map in the source or target style: (h, w, 3) uint8."""
+def render_image(rng: np.random.Generator, labels: np.ndarray, style: str, gap: float = 1.0) -> np.ndarray:
+    """Colour a label map in the source or target style (the target's shift scaled by ``gap``): (h, w, 3) uint8.
+    Trucks take the car's colour: only the look-alike world has trucks of a car's shape."""
     h, w = labels.shape
-    rgb = PALETTES[style][labels].copy()
+    palette = PALETTES["source"] if style == "source" else target_palette(gap)
+    rgb = palette[labels].copy()
     rgb += rng.normal(0, 12, size=(1, 1, 3)).astype(np.float32)  # per-image tint
     if style == "target":
         ys, xs = np.mgrid[0:h, 0:w]
-        texture = 14 * np.sin(xs * rng.uniform(0.3, 0.9)) * np.cos(ys * rng.uniform(0.3, 0.9))
-        rgb += texture[..., None] + rng.normal(0, 10, size=rgb.shape)
-        rgb *= rng.uniform(0.75, 1.1)  # exposure
+        texture = 14 * gap * np.sin(xs * rng.uniform(0.3, 0.9)) * np.cos(ys * rng.uniform(0.3, 0.9))
+        rgb += texture[..., None] + rng.normal(0, 10 * gap, size=rgb.shape)
+        exposure = rng.uniform(0.75, 1.1)
+        rgb *= exposure if gap == 1 else 1 + gap * (exposure - 1)
     else:
         rgb += rng.normal(0, 3, size=rgb.shape)
     image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
     if style == "target":
-        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 1.2)))
+        image = image.filter(ImageFilter.GaussianBlur(radius=gap * rng.uniform(0.5, 1.2)))
     return np.asarray(image)
 
 
@@ -105,15 +150,26 @@ def _write_pair(image: np.ndarray, labels: np.ndarray, image_path: Path, label_p
     Image.fromarray(TRAIN_TO_CITYSCAPES_ID[labels]).save(label_path)  # stored as Cityscapes labelIds
 
 
+def scene(rng: np.random.Generator, h: int, w: int, alike: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, what is drawn): in the look-alike world trucks are drawn as cars."""
+    labels = render_labels(rng, h, w)
+    if not alike:
+        return labels, labels
+    labels = lookalike(rng, labels)
+    return labels, np.where(labels == TRUCK, CAR, labels).astype(np.uint8)
+
+
 def generate(root: Path, n_source: int, n_target_train: int, n_target_val: int, height: int, width: int,
-             seed: int = 0) -> tuple[Path, Path]:
-    """Write the demo world under ``root``; return the GTA5-layout and Cityscapes-layout roots.
+             seed: int = 0, gap: float = 1.0, alike: bool = False) -> tuple[Path, Path]:
+    """Write the demo world under ``root`` (and its scenes' descriptions, ``CAPTIONS_FILE``); return the
+    GTA5-layout and Cityscapes-layout roots.
 
     Deterministic in its arguments; a world already written with the same arguments is kept.
     """
     root = Path(root)
     stamp = root / "WORLD.txt"
-    spec = f"{n_source} {n_target_train} {n_target_val} {height} {width} {seed}"
+    spec = f"{n_source} {n_target_train} {n_target_val} {height} {width} {seed}" + \
+        (f" gap {gap}" if gap != 1 else "") + (" lookalike" if alike else "") + " captions"
     source_root, target_root = root / "gta5", root / "cityscapes"
     if stamp.exists() and stamp.read_text() == spec:
         return source_root, target_root
@@ -121,18 +177,22 @@ def generate(root: Path, n_source: int, n_target_train: int, n_target_val: int, 
         shutil.rmtree(old, ignore_errors=True)
     rng = np.random.default_rng(seed)
     source_h = int(height * 1.1)  # the source has its own size, as GTA5 does
+    captions = []
     for i in range(n_source):
-        labels = render_labels(rng, source_h, width)
+        labels, drawn = scene(rng, source_h, width, alike)
         name = f"{i:05d}.png"
-        _write_pair(render_image(rng, labels, "source"), labels, source_root / "images" / name,
+        _write_pair(render_image(rng, drawn, "source"), labels, source_root / "images" / name,
                     source_root / "labels" / name)
+        captions.append({"image_id": f"gta5/train/{i:05d}", "caption": describe(labels)})
     for split, count in (("train", n_target_train), ("val", n_target_val)):
         for i in range(count):
             city = ("demotown", "demoville")[i % 2]
             stem = f"{city}_{i // 2:06d}_000019"
-            labels = render_labels(rng, height, width)
-            _write_pair(render_image(rng, labels, "target"), labels,
+            labels, drawn = scene(rng, height, width, alike)
+            _write_pair(render_image(rng, drawn, "target", gap), labels,
                         target_root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
                         target_root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+            captions.append({"image_id": f"cityscapes/{split}/{stem}", "caption": describe(labels)})
+    (root / CAPTIONS_FILE).write_text("".join(json.dumps(c) + "\n" for c in captions))
     stamp.write_text(spec)
     return source_root, target_root

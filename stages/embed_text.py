@@ -1,9 +1,10 @@
-"""Stage 3, embed_text: captions -> per-token CLIP text embeddings F_L (DESIGN §3), and class embeddings.
+"""Stage 3, embed_text: captions -> per-token CLIP text embeddings F_L (DESIGN §3).
 
-Store layout (``<out_dir>``): ``shard-NNNNN.parquet`` with image_id, n_tokens, dim, truncated and
-``embedding`` (the valid tokens, start to end token, as float16 bytes, row-major n_tokens × dim);
-``class_embeddings.parquet`` (class_id, name, embedding of "a photo of a {name}.", pooled, float32 bytes);
-``meta.json``. ``stages.language`` reads the store, padded and masked, for train, evaluate and predict.
+Store layout (``<out_dir>``): ``shard-NNNNN.parquet`` with image_id, caption (the text, for the report and for
+a user checking what DLG read), n_tokens, dim, truncated and ``embedding`` (the valid tokens, start to end
+token, as float16 bytes, row-major n_tokens × dim); ``meta.json``. ``stages.language`` reads the store, padded
+and masked, for train, evaluate and predict. (Class-text embeddings were written here once and read by
+nothing; Eq. 2-3 use the captions alone, so they are no longer computed.)
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.shards import ShardPool, map_shards, node_id
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import read_parquet, write_json, write_parquet
-from stages.datasets import CLASSES
-from stages.language import CLASS_FILE, META_FILE
+from pipeline.store import read_parquet, write_json
+from stages.language import META_FILE
 
 NAME = "embed_text"
-VERSION = 1
+VERSION = 2  # 2: the caption text kept beside its embedding; no class embeddings (read by nothing)
 INPUTS = ("caption",)
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {"text": cfg.text.model_dump(mode="json", exclude=EXECUTION_KEYS), "classes": list(CLASSES)}
+    return {"text": cfg.text.model_dump(mode="json", exclude=EXECUTION_KEYS)}
 
 
 class EmbedBatch:
@@ -43,15 +43,17 @@ class EmbedBatch:
     def __call__(self, batch: pa.Table) -> pa.Table:
         captions = [c or "" for c in batch.column("caption").to_pylist()]  # a rejected image: empty caption
         emb, n_tokens, truncated = self.encoder.caption_embeddings(captions)
-        return embedding_table(batch.column("image_id"), batch.column("shard"), emb, n_tokens, truncated, self.node)
+        return embedding_table(batch.column("image_id"), batch.column("shard"), captions, emb, n_tokens, truncated,
+                               self.node)
 
 
-def embedding_table(image_ids, shards, emb: np.ndarray, n_tokens: np.ndarray, truncated: list[bool],
-                    node: str) -> pa.Table:
-    """The store's rows: only the valid tokens of each caption, float16, row-major (n_tokens, dim)."""
+def embedding_table(image_ids, shards, captions: list[str], emb: np.ndarray, n_tokens: np.ndarray,
+                    truncated: list[bool], node: str) -> pa.Table:
+    """The store's rows: each caption's text and only its valid tokens, float16, row-major (n_tokens, dim)."""
     return pa.table({
         "image_id": image_ids,
         "shard": shards,
+        "caption": pa.array(captions, pa.string()),
         "n_tokens": pa.array(n_tokens, pa.int32()),
         "dim": pa.array([emb.shape[2]] * len(emb), pa.int32()),
         "truncated": pa.array(truncated, pa.bool_()),
@@ -59,17 +61,6 @@ def embedding_table(image_ids, shards, emb: np.ndarray, n_tokens: np.ndarray, tr
                               pa.large_binary()),
         "node": pa.array([node] * len(emb), pa.string()),
     })
-
-
-def class_embeddings(model: str, pretrained: str, template: str) -> pa.Table:
-    import torch
-
-    from models.text import load_text_encoder
-
-    encoder = load_text_encoder(model, pretrained, torch.device("cpu"))
-    emb = encoder.encode([template.format(name) for name in CLASSES]).float().numpy()  # (C, c)
-    return pa.table({"class_id": pa.array(range(len(CLASSES)), pa.int32()), "name": list(CLASSES),
-                     "embedding": pa.array([e.tobytes() for e in emb], pa.binary())})
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -81,7 +72,6 @@ def run(ctx: StageContext) -> StageResult:
     store = read_parquet(ctx.out_dir, columns=["image_id", "n_tokens", "dim", "truncated"])
     if store.num_rows != captions.num_rows:
         raise StageError(f"{ctx.out_dir}: {store.num_rows} embeddings for {captions.num_rows} captions")
-    write_parquet(class_embeddings(cfg.model, cfg.pretrained, cfg.prompt_template), ctx.out_dir / CLASS_FILE)
     truncated = store.filter(store.column("truncated")).column("image_id").to_pylist()
     ctx.manifest.record_rejected(NAME, ctx.fingerprint, [(i, "caption truncated to the context") for i in truncated])
     dim = int(store.column("dim")[0].as_py())

@@ -46,7 +46,7 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
              for (role, dom), root in zip((("source", data.source), ("target", data.target)),
                                           dataset_roots(data, Path(".")).values(), strict=True)}
     if "demo" in (data.source.name, data.target.name):
-        where["demo"] = data.demo.model_dump(mode="json")
+        where["demo"] = demo_world.world_keys(data.demo)
     return {"data": where}
 
 
@@ -107,7 +107,7 @@ def _domains(ctx: StageContext) -> dict[str, tuple[str, Path]]:
     if "demo" in (data.source.name, data.target.name):
         d = data.demo
         demo_world.generate(ctx.workdir / DEMO_DIR, d.n_source, d.n_target_train, d.n_target_val, d.height,
-                            d.width, seed=d.seed)
+                            d.width, seed=d.seed, gap=d.gap, alike=d.lookalike)
     return {role: (DEMO_LAYOUTS[role] if dom.name == "demo" else dom.name, roots[role])
             for role, dom in (("source", data.source), ("target", data.target))}
 

@@ -1,6 +1,9 @@
 """The cached language: reading the embed_text stage's store of caption embeddings F_L (DESIGN §3).
 
-Train, evaluate and predict read F_L through ``TextEmbeddingStore``; embed_text writes the store.
+Train, evaluate and predict read F_L through ``TextEmbeddingStore``; embed_text writes the store. The store
+serves each image's own caption, or, for the control of ``model.dlg_captions``, another image's caption (a
+fixed derangement: no image keeps its own) or none: the start token alone, which under CLIP's causal mask is
+the same vector for every caption, so DLG runs unchanged and reads no words.
 """
 
 from __future__ import annotations
@@ -16,14 +19,33 @@ from pipeline.store import read_parquet
 if TYPE_CHECKING:
     import torch
 
-CLASS_FILE = "class_embeddings.parquet"
 META_FILE = "meta.json"
 
 
-class TextEmbeddingStore:
-    """All caption embeddings of a store in one float16 buffer, served by image_id."""
+CAPTION_MODES = ("own", "shuffled", "empty")
 
-    def __init__(self, store_path: Path | str):
+
+def derangement(image_ids: list[str], seed: int = 0) -> dict[str, str]:
+    """image_id -> another image_id, the same on every machine: the images in a seeded random order, each
+    taking the caption of the next one (the last the first's). No image keeps its own (for 2 images or more)."""
+    order = sorted(image_ids)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    cycle = [order[k] for k in perm]
+    return {a: b for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=True)}
+
+
+def caption_length(n_tokens: int, mode: str) -> int:
+    """Tokens of a caption DLG reads: all, or the start token alone for ``empty``."""
+    return 1 if mode == "empty" else n_tokens
+
+
+class TextEmbeddingStore:
+    """All caption embeddings of a store in one float16 buffer, served by image_id; ``captions`` (a
+    ``model.dlg_captions`` value) chooses whose caption an image is served."""
+
+    def __init__(self, store_path: Path | str, captions: str = "own"):
+        if captions not in CAPTION_MODES:
+            raise ValueError(f"model.dlg_captions: {captions!r} is not one of {', '.join(CAPTION_MODES)}")
         self.path = Path(store_path)
         files = sorted(self.path.glob("shard-*.parquet"))
         if not files:
@@ -31,7 +53,9 @@ class TextEmbeddingStore:
         table = read_parquet(self.path, columns=["image_id", "n_tokens", "dim", "embedding"])
         self.dim = int(table.column("dim")[0].as_py())
         self.row = {image_id: r for r, image_id in enumerate(table.column("image_id").to_pylist())}
-        self.n_tokens = table.column("n_tokens").to_numpy()
+        if captions == "shuffled":
+            self.row = {i: self.row[j] for i, j in derangement(list(self.row)).items()}
+        self.n_tokens = np.array([caption_length(int(n), captions) for n in table.column("n_tokens").to_numpy()])
         emb = table.column("embedding").combine_chunks()  # LargeBinaryArray: offsets + one data buffer
         offsets = np.frombuffer(emb.buffers()[1], dtype=np.int64)[emb.offset:emb.offset + len(emb) + 1]
         self.data = np.frombuffer(emb.buffers()[2], dtype=np.float16)
@@ -56,6 +80,25 @@ class TextEmbeddingStore:
             out[b, :n] = self.data[s:s + n * self.dim].reshape(n, self.dim)
             mask[b, :n] = True
         return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+def served_captions(store_path: Path | str, image_ids: list[str], captions: str = "own") -> dict[str, str | None]:
+    """The caption text DLG reads for each of ``image_ids`` under ``captions`` (``model.dlg_captions``): its
+    own, the deranged partner's, or "" for ``empty``. None for a store without caption text."""
+    table = read_parquet(Path(store_path), columns=["image_id", "caption"]) \
+        if "caption" in _columns(Path(store_path)) else None
+    if table is None:
+        return dict.fromkeys(image_ids)
+    text = dict(zip(table.column("image_id").to_pylist(), table.column("caption").to_pylist(), strict=True))
+    partner = derangement(list(text)) if captions == "shuffled" else {}
+    return {i: "" if captions == "empty" else text.get(partner.get(i, i)) for i in image_ids}
+
+
+def _columns(store_path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    files = sorted(store_path.glob("shard-*.parquet"))
+    return pq.read_schema(files[0]).names if files else []
 
 
 @lru_cache(maxsize=4)

@@ -24,10 +24,14 @@ def test_grid_parsing():
 def test_ablation_rows_are_the_papers_table_3():
     cfg = load_config(None, [])
     rows = {c.name: set(c.overrides) for c in ablation_cells(cfg)}
-    assert list(rows) == ["CT", "CT+DyCE", "CT+VLP", "CT+VLP+DLG", "CT+DyCE+VLP+DLG"]
+    assert list(rows) == ["CT", "CT+DyCE", "CT+VLP", "CT+VLP+DLG", "CT+DyCE+VLP+DLG",
+                          "CT+DyCE+VLP+DLG, shuffled captions"]
     assert rows["CT"] >= {"train.consistency=true", "loss.dyce=false", "model.vision_init=random", "model.dlg=false"}
     assert rows["CT+VLP+DLG"] >= {"loss.dyce=false", "model.vision_init=clip", "model.dlg=true"}
-    assert rows["CT+DyCE+VLP+DLG"] >= {"loss.dyce=true", "model.vision_init=clip", "model.dlg=true"}
+    assert rows["CT+DyCE+VLP+DLG"] >= {"loss.dyce=true", "model.vision_init=clip", "model.dlg=true",
+                                       "model.dlg_captions=own"}
+    assert rows["CT+DyCE+VLP+DLG, shuffled captions"] == \
+        rows["CT+DyCE+VLP+DLG"] - {"model.dlg_captions=own"} | {"model.dlg_captions=shuffled"}
 
 
 def test_sweep_then_ablate_caption_once_and_report_every_run(tmp_path, ray_local, monkeypatch):
@@ -44,12 +48,15 @@ def test_sweep_then_ablate_caption_once_and_report_every_run(tmp_path, ray_local
         assert len(manifest.stage_runs(stage, status="complete")) == 1, stage
     assert len(manifest.stage_runs("split", status="complete")) == 2  # 0 and 4 labelled
     # the ablation's full row is the sweep's labelled=4 cell: trained once
-    assert len(manifest.stage_runs("train", status="complete")) == 2 + 5 - 1
+    assert len(manifest.stage_runs("train", status="complete")) == 2 + 6 - 1
     report = (stage_dir(last.paths.workdir, "report", fingerprints(last)["report"]) / "report.md").read_text()
-    assert "6 evaluated run(s)" in report
+    assert "7 evaluated run(s)" in report
     table_1 = report.split("(paper Tables 1-2)")[1].split("(paper Table 3)")[0]
     assert "| method | 0 | 4 |" in table_1  # the sweep's columns
     assert "| CT+DyCE+DLG (random init) |" in table_1
     table_3 = report.split("(paper Table 3)")[1].split("(paper Table 4)")[0]
     # tiny random towers: CT and CT+VLP both ran without VLP weights, and the report says so (2 runs, one row)
-    assert "| ✓ | - | - | - | demo→demo | 4 |" in table_3 and table_3.count("| ✓ | - | - | - | demo→demo | 4 |") == 1
+    assert "| ✓ | - | - | - | - | demo→demo | 4 |" in table_3 and table_3.count("| ✓ | - | - | - | - | demo→demo | 4 |") == 1
+    # the caption-content control sits beside DLG with its own captions
+    assert "| ✓ | ✓ | - | ✓ | own | demo→demo | 4 |" in table_3
+    assert "| ✓ | ✓ | - | ✓ | shuffled | demo→demo | 4 |" in table_3

@@ -20,7 +20,7 @@ from stages.checkpoint import load_model
 from stages.datasets import CLASS_SETS, CLASSES, colourise, load_label
 from stages.images import read_rgb, resize_image
 from stages.index import INDEX_FILE, dataset_roots, read_index
-from stages.language import TextEmbeddingStore
+from stages.language import TextEmbeddingStore, served_captions
 from stages.metrics import confusion, iou_per_class, miou
 from stages.trained import CHECKPOINT, read_setup
 
@@ -41,7 +41,7 @@ class Evaluator:
         self.cfg = Config.model_validate(cfg_dump)
         self.device = pick_device()  # in the actor: its GPU if it has one
         self.model = load_model(Path(ckpt_path), self.cfg.model, self.cfg.eval.model, self.device)
-        self.store = TextEmbeddingStore(store_path)
+        self.store = TextEmbeddingStore(store_path, self.cfg.model.dlg_captions)  # as training read it
         self.pred_dir = Path(pred_dir)
         self.where = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device)}
 
@@ -107,8 +107,11 @@ def evaluate(ctx: StageContext) -> StageResult:
     pred_dir.mkdir(parents=True, exist_ok=True)
     conf, where = evaluate_on_ray(ctx, rows, pred_dir)
     metrics = write_metrics(ctx, conf, len(rows))
+    shown = rows[:cfg.eval.save_predictions]
+    captions = served_captions(ctx.inputs["embed_text"], [r["image_id"] for r in shown], cfg.model.dlg_captions)
     examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"],
-                 "prediction": str(prediction_path(pred_dir, r["image_id"]))} for r in rows[:cfg.eval.save_predictions]]
+                 "prediction": str(prediction_path(pred_dir, r["image_id"])), "caption": captions[r["image_id"]]}
+                for r in shown]
     write_json(run_description(ctx.cfg, ctx) | {"examples": examples}, ctx.out_dir / "run.json")
     return StageResult(len(rows), {**metrics, "ran_on": where})
 

@@ -112,11 +112,18 @@ def headline(run: dict[str, Any]) -> tuple[str, str]:
 COMPONENTS = (("CT", "ct"), ("DyCE", "dyce"), ("VLP", "vlp"), ("DLG", "dlg"))
 
 
+def captions_of(run: dict[str, Any]) -> str:
+    """Whose captions DLG read: own, shuffled or empty ("-" without DLG; runs from before the key: own)."""
+    return run.get("dlg_captions", "own") if run["dlg"] else "-"
+
+
 def method_name(run: dict[str, Any]) -> str:
-    """``SemiDAViL`` with all four components; otherwise the ones used, e.g. ``CT+DyCE (random init)``."""
+    """``SemiDAViL`` with all four components; otherwise the ones used, e.g. ``CT+DyCE (random init)``; DLG fed
+    other images' captions or none says so: ``SemiDAViL, shuffled captions``."""
     used = [name for name, key in COMPONENTS if run[key]]
     name = "SemiDAViL" if len(used) == len(COMPONENTS) else "+".join(used) or "supervised"
-    return name if run["vlp"] else f"{name} ({run['vision_init']} init)"
+    name = name if run["vlp"] else f"{name} ({run['vision_init']} init)"
+    return name if captions_of(run) in ("own", "-") else f"{name}, {captions_of(run)} captions"
 
 
 def run_name(run: dict[str, Any]) -> str:
@@ -155,14 +162,19 @@ def ablation_table(runs: list[dict[str, Any]]) -> Table:
     """Table 3: CT, DyCE, VLP, DLG against mIoU; runs that differ only in seed share a row."""
     cells: dict[tuple, list[float]] = {}
     for r in runs:
-        row = (r["ct"], r["dyce"], r["vlp"], r["dlg"], r["source"], r["target"], r["labelled_target"], headline(r)[0])
+        row = (r["ct"], r["dyce"], r["vlp"], r["dlg"], captions_of(r), r["source"], r["target"], r["labelled_target"],
+               headline(r)[0])
         cells.setdefault(row, []).append(r[row[-1]])
-    rows = [[*map(check, row[:4]), f"{row[4]}→{row[5]}", str(row[6]), row[7], mean_std(values), str(len(values)),
-             paper_value(row[:4], row[4], row[5], row[6])] for row, values in cells.items()]
+    rows = [[*map(check, row[:4]), row[4], f"{row[5]}→{row[6]}", str(row[7]), row[8], mean_std(values),
+             str(len(values)), paper_value(row[:4], row[5], row[6], row[7]) if row[4] in ("own", "-") else "-"]
+            for row, values in sorted(cells.items(), key=lambda kv: [str(k) for k in kv[0]])]
     return Table("table-3", "Components (paper Table 3)",
-                 ["CT", "DyCE", "VLP", "DLG", "benchmark", "labelled", "class set", "mIoU", "runs", "paper (published)"],
+                 ["CT", "DyCE", "VLP", "DLG", "DLG captions", "benchmark", "labelled", "class set", "mIoU", "runs",
+                  "paper (published)"],
                  rows, "The last column is the paper's published mIoU for the same components, benchmark and "
-                 "labelled count (GTA5/SYNTHIA → Cityscapes only), not a measurement of ours.")
+                 "labelled count (GTA5/SYNTHIA → Cityscapes only), not a measurement of ours. 'DLG captions': "
+                 "each image's own caption, another image's (shuffled) or none (empty): where own beats shuffled, "
+                 "what a caption says changes the segmentation.")
 
 
 def class_table(runs: list[dict[str, Any]]) -> Table:
@@ -194,11 +206,13 @@ def without_dyce(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, A
     same = ("ct", "vlp", "dlg", "source", "target", "labelled_target", "vision_init")
     if not run["dyce"]:
         return None
-    return next((r for r in runs if not r["dyce"] and all(r[k] == run[k] for k in same)), None)
+    return next((r for r in runs if not r["dyce"] and all(r[k] == run[k] for k in same)
+                 and captions_of(r) == captions_of(run)), None)
 
 
 def example_groups(runs: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
-    """Per run with saved predictions: rows image | ground truth | prediction (| prediction without DyCE)."""
+    """Per run with saved predictions: rows image | ground truth | prediction (| prediction without DyCE), each
+    with the caption DLG read for the image."""
     from stages.report.html import example_cells
 
     groups = []
@@ -211,11 +225,21 @@ def example_groups(runs: list[dict[str, Any]], out_dir: Path) -> list[dict[str, 
             if partner:
                 other = theirs.get(e["image_id"])
                 cells.append(example_cells(other, out_dir, f"run{runs.index(partner)}")[2] if other else "")
-            rows.append(cells)
+            rows.append({"cells": cells, "caption": caption_text(e, r)})
         if rows:
             header = ["image", "ground truth", "prediction"] + (["prediction without DyCE"] if partner else [])
             groups.append({"name": run_name(r), "header": header, "rows": rows})
     return groups
+
+
+def caption_text(example: dict[str, Any], run: dict[str, Any]) -> str:
+    """What the report prints under an example: the caption DLG read, quoted, or why there is none."""
+    if not run["dlg"]:
+        return "(no DLG: no caption read)"
+    caption = example.get("caption")
+    if caption is None:
+        return "(caption not recorded)"
+    return f"“{caption}”" if caption else "(empty caption)"
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -428,7 +428,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     t, out_dir, use_ray = cfg.train, Path(config["out_dir"]), bool(config.get("use_ray", False))
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, device = worker_device(t, use_ray)
-    store = TextEmbeddingStore(config["text_store"])
+    store = TextEmbeddingStore(config["text_store"], cfg.model.dlg_captions)
     learner = build_learner(cfg, store.dim, device)
     ckpt = latest_checkpoint(out_dir, use_ray, device)
     start = learner.restore(ckpt) if ckpt is not None else 0
@@ -485,7 +485,7 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     """What the training actually used, as the paper's ablation names it (Table 3)."""
     return {
         "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
-        "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg,
+        "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg, "dlg_captions": cfg.model.dlg_captions if cfg.model.dlg else "-",
         "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
         "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
         "source_images": len(data.source),
