@@ -10,13 +10,9 @@ Usage: uv run python bench/consistency.py [--seeds 0,1] [--iterations 300] [--wo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 
-from pipeline.config import load_config
-from pipeline.runner import fingerprints, run_pipeline, stage_dir
-from stages.datasets import CLASSES
+from grid import evaluate_variant, pct, per_class_header, per_class_row, train_in_process
 
 PREV = ["loss.class_threshold_quantile=0.9", "loss.class_threshold_cap=true"]  # the default these rows measured against
 OLD = ["train.mix=none", "train.ema_warmup=false", "loss.class_thresholds=false"]  # the strong view before
@@ -50,31 +46,6 @@ VARIANTS = {
 }
 
 
-def train_in_process() -> None:
-    """The stage's own train_func, run in this process instead of under Ray Train: the same training,
-    without Ray Train's start-up for each of the many short runs."""
-    import stages.train.loop
-
-    stages.train.loop.fit_on_ray = lambda config, t, name: stages.train.loop.train_func({**config, "use_ray": False})
-
-
-def evaluate_variant(base: list[str], extra: list[str], seed: int) -> dict:
-    cfg = load_config(None, [*base, *extra, f"train.seed={seed}"])
-    t0 = time.perf_counter()
-    run_pipeline(cfg, skip=("report",))
-    fps = fingerprints(cfg)
-    metrics = json.loads((stage_dir(cfg.paths.workdir, "evaluate", fps["evaluate"]) / "metrics.json").read_text())
-    log = [json.loads(line) for line in (stage_dir(cfg.paths.workdir, "train", fps["train"]) /
-                                         "metrics.jsonl").read_text().splitlines()]
-    first_pass = next((e["step"] for e in log if e.get("ct_passed", 0) > 0), None)
-    return {**metrics, "seconds": time.perf_counter() - t0, "first_pass": first_pass,
-            "final_pass": log[-1].get("ct_passed")}
-
-
-def pct(v: float) -> str:
-    return "-" if v != v else f"{100 * v:.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1")
@@ -90,15 +61,11 @@ def main() -> None:
     results = {name: [evaluate_variant(base, VARIANTS[name], s) for s in seeds] for name in names}
     print(f"demo world, {args.iterations} iterations, seeds {seeds}: mIoU19 (mean over seeds, each seed), "
           "first step with pseudo-labels past the threshold, share past it at the end")
-    print("| variant | mIoU19 | per seed | first pass | final pass | " + " | ".join(CLASSES) + " |")
-    print("|---" * (5 + len(CLASSES)) + "|")
+    print(per_class_header(["first pass", "final pass"]))
     for name, runs in results.items():
-        per_class = [statistics.mean(r["per_class"][c] for r in runs) for c in CLASSES]
-        passes = [r["first_pass"] for r in runs]
         final = [r["final_pass"] for r in runs if r["final_pass"] is not None]
-        print(f"| {name} | {pct(statistics.mean(r['mIoU19'] for r in runs))} | "
-              f"{' / '.join(pct(r['mIoU19']) for r in runs)} | {passes} | "
-              f"{pct(statistics.mean(final)) if final else '-'} | " + " | ".join(pct(v) for v in per_class) + " |")
+        print(per_class_row(name, runs, [str([r["first_pass"] for r in runs]),
+                                         pct(statistics.mean(final)) if final else "-"]))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_long_caption_is_truncated_and_flagged(store):
     assert not any(table.column("truncated").to_pylist()[:3])
 
 
-def test_stage_writes_store_class_embeddings_and_records_truncation(small_config, ray_local):
+def test_stage_writes_store_and_records_truncation(small_config, ray_local):
     cfg = small_config()
     run_pipeline(cfg, ["ingest", "caption"])
     cap_dir = stage_dir(cfg.paths.workdir, "caption", fingerprints(cfg)["caption"])
@@ -85,5 +85,4 @@ def test_stage_writes_store_class_embeddings_and_records_truncation(small_config
     assert outcome.record.details["truncated"] == 1
     truncated_id = table.column("image_id")[0].as_py()
     assert ("embed_text", truncated_id, "caption truncated to the context") in rejected_files(cfg)
-    classes = read_parquet(out / "class_embeddings.parquet")
-    assert classes.num_rows == 19 and classes.column("name")[0].as_py() == "road"
+    assert not (out / "class_embeddings.parquet").exists()  # read by nothing: no longer computed

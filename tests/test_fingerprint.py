@@ -60,7 +60,7 @@ def test_split_loss_model_train_and_eval_keys_leave_the_language_alone(world, ov
 def test_caption_and_text_keys_change_the_language(world):
     base = world()
     assert world("caption.max_new_tokens=7")["caption"] != base["caption"]
-    changed = world("text.prompt_template=an image of {}.")
+    changed = world("text.pretrained=openai")
     assert changed["caption"] == base["caption"] and changed["embed_text"] != base["embed_text"]
     assert changed["train"] != base["train"]
 

@@ -53,7 +53,8 @@ def fake_examples(workdir, out, n):
             Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(paths["image"])
             Image.fromarray(rng.choice([7, 8, 11, 26], (64, 128)).astype(np.uint8)).save(paths["label"])
         Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(paths["prediction"])
-        examples.append({"image_id": image_id, **{k: str(v) for k, v in paths.items()}})
+        examples.append({"image_id": image_id, **{k: str(v) for k, v in paths.items()},
+                         "caption": f"a street with {k + 1} cars"})
     return examples
 
 
@@ -70,9 +71,10 @@ def test_report_tables(tmp_path):
     fake_run(tmp_path, m, "ccc", miou=0.725, labelled_target=200)
     fake_run(tmp_path, m, "ddd", miou=0.769, source="synthia")
     fake_run(tmp_path, m, "eee", miou=0.5, ct=False, vlp=False, vision_init="random")
+    fake_run(tmp_path, m, "fff", miou=0.42, dlg_captions="shuffled")
     ctx = report_context(tmp_path, m)
     result = report.run(ctx)
-    assert result.rows == 5
+    assert result.rows == 6
     text = (ctx.out_dir / "report.md").read_text()
     assert "## gta5 → cityscapes: mIoU19 by labelled target images (paper Tables 1-2)" in text
     assert "| SemiDAViL | 71.1 | 72.5 |" in text  # N=100 and N=200 in one row
@@ -80,9 +82,12 @@ def test_report_tables(tmp_path):
     assert "| DyCE+DLG (random init) | 50.0 |  |" in text
     assert "## synthia → cityscapes: mIoU16" in text and "| SemiDAViL | 60.0 |" in text
     # Table 3: ours, then the paper's published figure for the same components, benchmark and labelled count
-    assert "| ✓ | - | ✓ | ✓ | gta5→cityscapes | 100 | mIoU19 | 70.3 | 1 | 70.3 |" in text
-    assert "| ✓ | ✓ | ✓ | ✓ | synthia→cityscapes | 100 | mIoU16 | 60.0 | 1 | 76.9 |" in text
-    assert "| - | ✓ | - | ✓ | gta5→cityscapes | 100 | mIoU19 | 50.0 | 1 | - |" in text  # not in the paper
+    assert "| ✓ | - | ✓ | ✓ | own | gta5→cityscapes | 100 | mIoU19 | 70.3 | 1 | 70.3 |" in text
+    assert "| ✓ | ✓ | ✓ | ✓ | own | synthia→cityscapes | 100 | mIoU16 | 60.0 | 1 | 76.9 |" in text
+    assert "| - | ✓ | - | ✓ | own | gta5→cityscapes | 100 | mIoU19 | 50.0 | 1 | - |" in text  # not in the paper
+    # the caption-content control: beside DLG with its own captions, and no paper figure (the paper has none)
+    assert "| ✓ | ✓ | ✓ | ✓ | shuffled | gta5→cityscapes | 100 | mIoU19 | 42.0 | 1 | - |" in text
+    assert "| SemiDAViL, shuffled captions | 42.0 |" in text
     for figure in ("curves.png", "per_class.png", "confusion_0.png", "index.html"):
         assert (ctx.out_dir / figure).stat().st_size > 1000, figure
     assert (ctx.out_dir / "runs.parquet").exists()
@@ -96,7 +101,7 @@ def test_seeds_share_a_cell_as_mean_and_std(tmp_path):
     report.run(ctx)
     text = (ctx.out_dir / "report.md").read_text()
     assert "| SemiDAViL | 72.0 ± 2.0 |" in text
-    assert "| ✓ | ✓ | ✓ | ✓ | gta5→cityscapes | 100 | mIoU19 | 72.0 ± 2.0 | 3 | 71.1 |" in text
+    assert "| ✓ | ✓ | ✓ | ✓ | own | gta5→cityscapes | 100 | mIoU19 | 72.0 ± 2.0 | 3 | 71.1 |" in text
 
 
 def test_a_newly_evaluated_run_gives_a_new_report(tmp_path):
@@ -152,4 +157,6 @@ def test_the_html_report_renders_in_a_browser_with_every_table_and_image(tmp_pat
     assert seen["images"] == 2 + 3 + 2 * 3 + 2 * 4 + 2 * 3
     page = (ctx.out_dir / "index.html").read_text()
     assert "prediction without DyCE" in page and "paper (published)" in page
+    assert page.count("caption DLG read: “a street with 1 cars”") == 1  # the DLG run's examples show captions
+    assert page.count("caption DLG read: (no DLG: no caption read)") == 4  # the two runs without DLG
     assert "src=\"/" not in page and "file:" not in page  # every reference is relative: the folder moves whole
