@@ -224,3 +224,86 @@ def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     expected, _ = consistency_loss(logits[4:].detach(), pseudo, confidence, th)  # against the unmixed labels
     assert logs["loss_fp"] == pytest.approx(float(expected), rel=1e-5) and expected > 0
     assert logs["loss_ct"] != pytest.approx(float(expected))  # the strong view's loss counts too
+
+
+def two_domain_batch(n_unlabelled: int = 4):
+    """Labelled images of colour 0.2/0.4/0.6/0.8 with ground truth; unlabelled ones black, which the teacher
+    labels class 1 everywhere; captions (B, n, 8)."""
+    g = torch.Generator().manual_seed(0)
+    labelled = torch.stack([torch.full((3, 16, 16), v) for v in (0.2, 0.4, 0.6, 0.8)])
+    labels = torch.randint(2, 19, (4, 16, 16), generator=g)
+    text = (torch.randn(4, 3, 8), torch.ones(4, 3, dtype=torch.bool))
+    u_text = (torch.randn(n_unlabelled, 5, 8), torch.ones(n_unlabelled, 5, dtype=torch.bool))
+    return train.Batch(labelled, labels, text, torch.zeros(n_unlabelled, 3, 16, 16), u_text)
+
+
+class ClassOne(torch.nn.Module):
+    def forward(self, x, text, mask):
+        logits = torch.zeros(x.shape[0], 19, *x.shape[2:])
+        logits[:, 1] = 6.0
+        return type("Out", (), {"logits": logits})()
+
+
+@pytest.mark.parametrize("ratio, n", [(0.5, 4), (0.25, 4), (1.0, 4), (0.0, 4), (0.5, 2)])
+def test_both_mixes_occur_at_the_configured_ratio(monkeypatch, ratio, n):
+    """train.mix_from=both (IIDM): round(ratio·B) strong views paste a labelled image with its ground truth,
+    the rest an unlabelled partner with the teacher's labels; the mixed captions follow each view's partner."""
+    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
+    batch = two_domain_batch(n)
+    cfg = load_config(None, ["train.mix_from=both", f"train.cross_domain_ratio={ratio}"])
+    for seed in range(3):
+        torch.manual_seed(seed)
+        view = train.strong_view(batch, ClassOne(), cfg, torch.autocast("cpu", enabled=False))
+        cross = view.images.flatten(1).amax(1) > 0  # a labelled image's pixels are in it
+        assert int(cross.sum()) == round(ratio * n)
+        assert torch.equal(view.from_gt.flatten(1).any(1), cross)
+        for b in range(n):
+            pasted = view.from_gt[b]
+            assert torch.all(view.confidence[b][pasted] == 1) and torch.all(view.pseudo[b][~pasted] == 1)
+            first = view.text[b, 0]
+            if cross[b]:  # the labelled image's caption, then this image's
+                assert any(torch.equal(first, batch.labelled_text[0][k, 0]) for k in range(4))
+                assert torch.equal(view.text[b, 3:8], batch.unlabelled_text[0][b])
+            else:  # the next unlabelled image's caption, then this one's
+                assert torch.equal(view.text[b, :5], batch.unlabelled_text[0][(b + 1) % n])
+
+
+def test_cross_domain_views_are_drawn_from_the_ratio():
+    for n, ratio in ((4, 0.5), (8, 0.25), (3, 0.5)):
+        counts = {int(train.cross_domain_views(n, "both", ratio).sum()) for _ in range(5)}
+        assert counts == {round(ratio * n)}
+    assert train.cross_domain_views(3, "labelled", 0.1).all() and not train.cross_domain_views(3, "unlabelled", 1).any()
+    assert train.cross_domain_views(1, "both", 0.0).all()  # a batch of one has no unlabelled partner
+
+
+@pytest.mark.parametrize("where", ["sup", "ct"])
+def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
+    """loss.pasted_gt: sup counts pasted ground-truth pixels in L_sup, mined and class-weighted by DyCE with
+    the labelled pixels, and takes them out of L_CT; ct keeps them in L_CT at confidence 1 (plain CE, DACS)."""
+    from models.losses import DyCELoss
+
+    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
+    torch.manual_seed(0)
+    batch = two_domain_batch(2)
+    cfg = load_config(None, ["train.mix_from=labelled", f"loss.pasted_gt={where}", "train.feature_perturbation=0",
+                             "loss.class_thresholds=false", "loss.confidence_threshold=0.5"])
+    student = Recorder(build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=8, num_classes=19))
+    dyce = DyCELoss(0.2, 0.5)
+    torch.manual_seed(1)
+    _, logs = train.train_step(batch, student, ClassOne(), dyce, cfg, amp=False)
+    ((_, _, logits),) = student.calls
+    torch.manual_seed(1)
+    view = train.strong_view(batch, ClassOne(), cfg, torch.autocast("cpu", enabled=False))
+    assert view.from_gt.any() and logs["ct_pasted_gt"] == pytest.approx(float(view.from_gt.float().mean()))
+    pasted = view.pseudo.masked_fill(~view.from_gt, 255)
+    if where == "sup":
+        expected_sup = dyce(logits[:6].detach(), torch.cat([batch.labels, pasted]))
+        expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence.masked_fill(view.from_gt, -1),
+                                          0.5)
+        assert logs["ct_pseudo"] == pytest.approx(float(logs["ct_passed"]))  # only pseudo-labels pass L_CT
+    else:
+        expected_sup = dyce(logits[:4].detach(), batch.labels)
+        expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence, 0.5)
+        assert float(logs["ct_passed"]) > float(logs["ct_pseudo"])  # pasted pixels pass too, at confidence 1
+    assert float(logs["loss_sup"]) == pytest.approx(float(expected_sup), rel=1e-5)
+    assert float(logs["loss_ct"]) == pytest.approx(float(expected_ct), rel=1e-5)

@@ -12,7 +12,7 @@ from pipeline.store import atomic_path, write_atomic
 from stages.datasets import CLASSES, colourise, load_label
 
 CURVES = (("loss", "total loss"), ("loss_sup", "L_sup (DyCE or CE)"), ("loss_ct", "L_CT"), ("lr", "learning rate"),
-          ("ct_passed", "pseudo-labelled share"))
+          ("ct_pseudo", "share taught by pseudo-labels"), ("ct_pasted_gt", "share taught by pasted ground truth"))
 EXAMPLE_WIDTH = 512  # example images are stored at this width
 
 

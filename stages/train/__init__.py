@@ -19,20 +19,28 @@ INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels
 EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
 # Keys added after runs existed, at the value that trains exactly as before the key: left out of the
 # fingerprint at that value, so those runs stay valid (a sweep reuses them).
-INERT = {"feature_perturbation": 0.0, "dlg_captions": "own"}
+INERT = {"feature_perturbation": 0.0, "dlg_captions": "own", "pasted_gt": "ct"}
 # Keys that only shape consistency training: without it they change nothing, so they leave the fingerprint
 # and every CT variant of a sweep shares one no-CT baseline.
-CT_KEYS = {"train": {"mix", "mix_from", "colour_jitter", "feature_perturbation"},
+CT_KEYS = {"train": {"mix", "mix_from", "cross_domain_ratio", "colour_jitter", "feature_perturbation"},
            "loss": {"confidence_threshold", "class_thresholds", "class_threshold_quantile", "class_threshold_cap",
-                    "consistency_omega"}}
+                    "consistency_omega", "pasted_gt"}}
+
+
+def unused_keys(cfg: Config) -> set[str]:
+    """Keys that change nothing with this mix: the cross-domain share without ``both``, and where pasted ground
+    truth is counted when nothing pastes ground truth."""
+    unused = set() if cfg.train.mix_from == "both" else {"cross_domain_ratio"}
+    return unused | ({"pasted_gt"} if cfg.train.mix_from == "unlabelled" or cfg.train.mix == "none" else set())
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    uses_ct = uses_consistency(cfg)
+    uses_ct, unused = uses_consistency(cfg), unused_keys(cfg)
     sections = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
                 "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
     return {name: {k: v for k, v in keys.items()
-                   if not (k in INERT and v == INERT[k]) and (uses_ct or k not in CT_KEYS.get(name, ()))}
+                   if not (k in INERT and v == INERT[k]) and (uses_ct or k not in CT_KEYS.get(name, ()))
+                   and k not in unused}
             for name, keys in sections.items()}
 
 

@@ -162,20 +162,53 @@ class StrongView:
     confidence: torch.Tensor  # (B, S, S)       from a labelled image, at confidence 1), mixed the same way
     threshold: float | torch.Tensor  # Th, or τ_c (C,) from the teacher's own pixels
     weak: Layer  # the unmixed weak views with the teacher's labels (for train.feature_perturbation)
+    from_gt: torch.Tensor  # (B, S, S) bool: pixels pasted from a labelled image, taught its ground truth
 
 
-def mix_partners(batch: Batch, base: Layer, mix_from: str, ignore_index: int) -> Layer:
-    """What is pasted onto each unlabelled image (``train.mix_from``): the next unlabelled image with the
-    teacher's labels (ClassMix/CutMix within the target), or a labelled image, source or labelled target,
-    drawn at random, with its ground truth (DACS's cross-domain mix)."""
-    if mix_from == "unlabelled":
-        perm = partners(base.images.shape[0]).to(base.images.device)
-        return Layer(base.images[perm], base.labels[perm], base.confidence[perm], base.text[perm], base.mask[perm])
-    pick = torch.randperm(batch.labelled.shape[0])[:base.images.shape[0]].to(base.images.device)
+def within_target(base: Layer) -> Layer:
+    """ClassMix/CutMix within the target: the next unlabelled image, with the teacher's labels."""
+    perm = partners(base.images.shape[0]).to(base.images.device)
+    return Layer(base.images[perm], base.labels[perm], base.confidence[perm], base.text[perm], base.mask[perm])
+
+
+def from_labelled(batch: Batch, base: Layer, ignore_index: int) -> Layer:
+    """DACS's cross-domain mix: a labelled image, source or labelled target, drawn at random for each
+    unlabelled image, with its ground truth at confidence 1 (0 where it is ignored)."""
+    pick = torch.randint(0, batch.labelled.shape[0], (base.images.shape[0],)).to(base.images.device)
     labels = batch.labels[pick]
     known = labels != ignore_index
     return Layer(batch.labelled[pick], labels.masked_fill(~known, 0), known.float(),
                  batch.labelled_text[0][pick], batch.labelled_text[1][pick])
+
+
+def cross_domain_views(n: int, mix_from: str, ratio: float) -> torch.Tensor:
+    """(n,) bool: which strong views paste a labelled image (``train.mix_from``); with ``both``, exactly
+    round(ratio · n) of them, chosen at random (IIDM's inter- and intra-domain mixes), and all of them when a
+    batch of one has no unlabelled partner."""
+    if mix_from != "both" or n < 2:
+        return torch.full((n,), mix_from != "unlabelled" or n < 2)
+    return torch.zeros(n, dtype=torch.bool).index_fill_(0, torch.randperm(n)[:round(ratio * n)], True)
+
+
+def choose(cross: torch.Tensor, a: Layer, b: Layer) -> Layer:
+    """Per image, layer ``a`` where ``cross`` (B,) holds, else ``b``; captions padded alike."""
+    n = max(a.text.shape[1], b.text.shape[1])
+    (ta, ma), (tb, mb) = pad_tokens(a.text, a.mask, n), pad_tokens(b.text, b.mask, n)
+    c = cross.to(a.images.device)
+    pick = lambda x, y: torch.where(c.view(-1, *[1] * (x.dim() - 1)), x, y)  # noqa: E731
+    return Layer(pick(a.images, b.images), pick(a.labels, b.labels), pick(a.confidence, b.confidence),
+                 pick(ta, tb), pick(ma, mb))
+
+
+def mix_partners(batch: Batch, base: Layer, t: TrainConfig, ignore_index: int) -> tuple[Layer, torch.Tensor]:
+    """What is pasted onto each unlabelled image (``train.mix_from``), and which images it was a labelled
+    image for (B,) bool: the next unlabelled image with the teacher's labels, a labelled image with its
+    ground truth, or either, ``train.cross_domain_ratio`` of them cross-domain."""
+    cross = cross_domain_views(base.images.shape[0], t.mix_from, t.cross_domain_ratio)
+    if not cross.any():
+        return within_target(base), cross
+    labelled = from_labelled(batch, base, ignore_index)
+    return (labelled if cross.all() else choose(cross, labelled, within_target(base))), cross
 
 
 def paste_masks(top: Layer, mix: str) -> torch.Tensor:
@@ -200,14 +233,16 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
         th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile,
                               cfg.loss.class_threshold_cap)
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
+    nothing = torch.zeros_like(pseudo, dtype=torch.bool)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
         return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th,
-                          base)
-    top = mix_partners(batch, base, cfg.train.mix_from, cfg.loss.ignore_index)
+                          base, nothing)
+    top, cross = mix_partners(batch, base, cfg.train, cfg.loss.ignore_index)
     paste = paste_masks(top, cfg.train.mix)
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
     return StrongView(strong_augment(mix(paste, top.images, base.images), cfg.train.colour_jitter), text, mask,
-                      mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th, base)
+                      mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th, base,
+                      paste & cross.to(paste.device)[:, None, None])
 
 
 def join_streams(streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -239,23 +274,38 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     n_fp = batch.unlabelled.shape[0] if fp else 0
     with autocast:
         logits = student(*join_streams(streams), perturb=(n_fp, fp)).logits
-    l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
-    logs = {"loss_sup": l_sup.detach()}
-    loss = l_sup
-    if batch.unlabelled is not None:
-        n_strong = view.images.shape[0]
-        l_ct, passed = consistency_loss(logits[n_sup:n_sup + n_strong], view.pseudo, view.confidence,  # Eq. 4
-                                        view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
-        logs.update(ct_passed=passed.mean(), ct_passed_per_class=passed_per_class(view.pseudo, passed, NUM_CLASSES))
-        if fp:
-            l_fp, _ = consistency_loss(logits[n_sup + n_strong:], view.weak.labels, view.weak.confidence,
-                                       view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
-            logs["loss_fp"] = l_fp.detach()
-            l_ct = (l_ct + l_fp) / 2
-        loss = loss + cfg.loss.consistency_weight * l_ct
-        logs["loss_ct"] = l_ct.detach()
-    logs["loss"] = loss.detach()
-    return loss, logs
+    if batch.unlabelled is None:
+        l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
+        return l_sup, {"loss_sup": l_sup.detach(), "loss": l_sup.detach()}
+    n_strong = view.images.shape[0]
+    pasted_in_sup = cfg.loss.pasted_gt == "sup"
+    l_sup = supervised(logits[:n_sup + n_strong], batch.labels, view, pasted_in_sup, sup_loss, cfg.loss.ignore_index)
+    confidence = view.confidence.masked_fill(view.from_gt, -1.0) if pasted_in_sup else view.confidence
+    l_ct, passed = consistency_loss(logits[n_sup:n_sup + n_strong], view.pseudo, confidence,  # Eq. 4
+                                    view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
+    logs = {"loss_sup": l_sup.detach(), "ct_passed": passed.mean(),
+            "ct_passed_per_class": passed_per_class(view.pseudo, passed, NUM_CLASSES),
+            "ct_pasted_gt": view.from_gt.float().mean(), "ct_pseudo": (passed.bool() & ~view.from_gt).float().mean()}
+    if fp:
+        l_fp, _ = consistency_loss(logits[n_sup + n_strong:], view.weak.labels, view.weak.confidence,
+                                   view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
+        logs["loss_fp"] = l_fp.detach()
+        l_ct = (l_ct + l_fp) / 2
+    loss = l_sup + cfg.loss.consistency_weight * l_ct
+    return loss, logs | {"loss_ct": l_ct.detach(), "loss": loss.detach()}
+
+
+def supervised(logits: torch.Tensor, labels: torch.Tensor, view: StrongView, pasted_in_sup: bool,
+               sup_loss: torch.nn.Module, ignore_index: int) -> torch.Tensor:
+    """L_sup (DyCE or CE, Eq. 9) over the labelled images, and with ``loss.pasted_gt: sup`` also over the
+    strong views' pixels pasted with their ground truth, in one batch: DyCE mines and weighs their classes
+    with the labelled pixels', so pasted head classes do not outweigh the rest (they leave L_CT).
+    ``logits``: the labelled images' then the strong views'."""
+    n_sup = labels.shape[0]
+    if not pasted_in_sup:
+        return sup_loss(logits[:n_sup], labels)
+    pasted = view.pseudo.masked_fill(~view.from_gt, ignore_index)
+    return sup_loss(logits, torch.cat([labels, pasted]))
 
 
 def lr_factor(step: int, t: TrainConfig) -> float:
@@ -481,10 +531,28 @@ def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, workdir: 
             "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
 
 
+def cross_domain(cfg: Config, data: TrainingSet) -> bool:
+    return bool(data.unlabelled) and cfg.train.mix != "none" and cfg.train.mix_from != "unlabelled"
+
+
+def mixing(cfg: Config, data: TrainingSet) -> str:
+    """Which strong views ran: e.g. ``classmix: cross-domain 50 %, within the target 50 %``."""
+    t = cfg.train
+    if not data.unlabelled:
+        return "none (no consistency training)"
+    if t.mix == "none":
+        return "none (photometric view only)"
+    share = {"unlabelled": 0.0, "labelled": 1.0, "both": t.cross_domain_ratio}[t.mix_from]
+    if t.batch_size < 2:
+        share = 1.0 if t.mix_from != "unlabelled" else 0.0
+    return f"{t.mix}: cross-domain {100 * share:.0f} %, within the target {100 * (1 - share):.0f} %"
+
+
 def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     """What the training actually used, as the paper's ablation names it (Table 3)."""
     return {
         "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
+        "mixing": mixing(cfg, data), "pasted_gt": cfg.loss.pasted_gt if cross_domain(cfg, data) else "-",
         "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg, "dlg_captions": cfg.model.dlg_captions if cfg.model.dlg else "-",
         "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
         "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
