@@ -20,6 +20,7 @@ class ModelConfig(BaseModel):
     imagenet_checkpoint: Path | None = None  # timm ViT-B/16 weights for vision_init=imagenet
     dlg: bool = True  # Dense Language Guidance; False decodes F_V alone
     dlg_captions: Literal["own", "shuffled", "empty"] = "own"  # what DLG reads: each image's caption, another image's (a fixed derangement), or none (the start token alone)
+    dlg_pixel_text: bool = False  # the decoder also reads F_L^A, what each pixel gathered from the words (F_M's channels are token positions); False: Eq. 2-3 alone
     dlg_dim: int = Field(256, ge=1)  # width of the DLG keys and values
     max_tokens: int = Field(77, ge=1)  # nL after padding: F_M has this many channels
     decoder_channels: int = Field(256, ge=1)

@@ -23,6 +23,12 @@ class DenseLanguageGuidance(nn.Module):
 
     def forward(self, f_v: torch.Tensor, f_l: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """F_V (B, c_v, h, w), F_L (B, nL, c_l), mask (B, nL) True for real tokens -> F_M (B, nL, h, w)."""
+        return self.attend(f_v, f_l, mask)[0]
+
+    def attend(self, f_v: torch.Tensor, f_l: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F_M (B, nL, h, w), F_L^A as a map (B, d, h, w)): the fused map, and what each pixel gathered from the
+        words (``model.dlg_pixel_text`` gives the decoder both: F_M's channels are token positions, which
+        cannot say which word was at a position; F_L^A's are the words' values)."""
         b, _, h, w = f_v.shape
         pixels = f_v.flatten(2).transpose(1, 2)  # (B, hw, c_v)
         k_v, v_v = self.key_v(pixels), self.value_v(pixels)  # (B, hw, d)
@@ -33,4 +39,4 @@ class DenseLanguageGuidance(nn.Module):
         f_l_att = a_tokens.softmax(dim=1).transpose(1, 2) @ v_l  # F_L^A: (B, hw, d), softmax over tokens
         f_m = f_v_att @ f_l_att.transpose(1, 2)  # F_M: (B, nL, hw)
         f_m = f_m * mask[:, :, None].to(f_m.dtype)  # padding tokens give zero rows
-        return f_m.reshape(b, -1, h, w)
+        return f_m.reshape(b, -1, h, w), f_l_att.transpose(1, 2).reshape(b, -1, h, w)

@@ -24,9 +24,9 @@ class SegmentorOutput:
 
 class Segmentor(nn.Module):
     def __init__(self, encoder: DenseCLIPEncoder, decoder: nn.Module, dlg: DenseLanguageGuidance | None,
-                 max_tokens: int, levels: tuple[int, ...] = ()):
+                 max_tokens: int, levels: tuple[int, ...] = (), pixel_text: bool = False):
         super().__init__()
-        self.encoder, self.decoder, self.dlg = encoder, decoder, dlg
+        self.encoder, self.decoder, self.dlg, self.pixel_text = encoder, decoder, dlg, pixel_text
         self.max_tokens, self.levels = max_tokens, tuple(levels)  # earlier blocks a multi-level decoder reads
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None = None,
@@ -43,9 +43,9 @@ class Segmentor(nn.Module):
         if self.dlg is not None:
             if text is None or text_mask is None:
                 raise ValueError("this segmentor has DLG: pass the caption embeddings and their mask")
-            f_m = self.dlg(f_v, text.to(f_v.dtype), text_mask)
+            f_m, f_l_att = self.dlg.attend(f_v, text.to(f_v.dtype), text_mask)
             fused = F.pad(f_m, (0, 0, 0, 0, 0, self.max_tokens - f_m.shape[1]))  # fixed channel count
-            f_v_in = torch.cat([fused, f_v], dim=1)
+            f_v_in = torch.cat([fused, f_l_att, f_v] if self.pixel_text else [fused, f_v], dim=1)
         else:
             f_v_in = f_v
         return SegmentorOutput(self.decoder(f_v_in, images.shape[-2:], levels), f_v, fused)
@@ -70,12 +70,14 @@ def build_segmentor(cfg: ModelConfig, text_dim: int, num_classes: int, load_weig
     encoder = build_vision_encoder(cfg, load_weights)
     c = encoder.out_channels
     dlg = DenseLanguageGuidance(c, text_dim, cfg.dlg_dim) if cfg.dlg else None
-    top = c + (cfg.max_tokens if cfg.dlg else 0)  # [F_M padded to max_tokens, F_V]
+    pixel_text = cfg.dlg and cfg.dlg_pixel_text
+    top = c + (cfg.max_tokens if cfg.dlg else 0) + (cfg.dlg_dim if pixel_text else 0)  # [F_M (padded), (F_L^A), F_V]
     if cfg.decoder == "light":
-        return Segmentor(encoder, Decoder(top, cfg.decoder_channels, num_classes), dlg, cfg.max_tokens)
+        return Segmentor(encoder, Decoder(top, cfg.decoder_channels, num_classes), dlg, cfg.max_tokens,
+                         pixel_text=pixel_text)
     levels = decoder_levels(encoder.depth)
     decoder = MultiLevelDecoder(top, encoder.width, len(levels), cfg.decoder_channels, num_classes)
-    return Segmentor(encoder, decoder, dlg, cfg.max_tokens, levels)
+    return Segmentor(encoder, decoder, dlg, cfg.max_tokens, levels, pixel_text)
 
 
 def decoder_levels(depth: int) -> tuple[int, ...]:

@@ -58,3 +58,32 @@ def test_gradcheck_float64():
     mask[1, 3:] = False
     f_v.requires_grad_(), f_l.requires_grad_()
     assert torch.autograd.gradcheck(lambda v, l: dlg(v, l, mask), (f_v, f_l), eps=1e-6, atol=1e-5)
+
+
+def test_pixel_text_is_what_each_pixel_gathered_from_the_words():
+    """F_L^A (model.dlg_pixel_text): softmax over the real tokens of A, times V_L, at every pixel; F_M is
+    unchanged by it (Eq. 2-3)."""
+    torch.manual_seed(0)
+    dlg = DenseLanguageGuidance(8, 6, 7)
+    f_v, f_l, mask = inputs()
+    f_m, f_l_att = dlg.attend(f_v, f_l, mask)
+    assert torch.equal(f_m, dlg(f_v, f_l, mask)) and f_l_att.shape == (2, 7, 3, 4)
+    pixels = f_v.flatten(2).transpose(1, 2)
+    a = dlg.key_l(f_l[1, :3]) @ dlg.key_v(pixels[1]).T * dlg.scale  # (3 real tokens, hw)
+    expected = a.softmax(0).T @ dlg.value_l(f_l[1, :3])  # (hw, d)
+    torch.testing.assert_close(f_l_att[1].flatten(1).T, expected)
+
+
+def test_the_decoder_reads_pixel_text_only_when_asked():
+    from models.config import ModelConfig
+    from models.segmentor import build_segmentor
+
+    f_v = torch.rand(2, 3, 32, 32)
+    text, mask = torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool)
+    for decoder in ("light", "multilevel"):
+        plain = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8, decoder=decoder), 16, 19)
+        both = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8, decoder=decoder, dlg_pixel_text=True), 16, 19)
+        first = (plain.decoder.fuse if decoder == "light" else plain.decoder.top)[0]
+        wider = (both.decoder.fuse if decoder == "light" else both.decoder.top)[0]
+        assert wider.in_channels == first.in_channels + 8
+        assert both(f_v, text, mask).logits.shape == (2, 19, 32, 32)
