@@ -238,17 +238,23 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
             model: Annotated[str | None, typer.Option("--model", help="teacher or student (default: a checkpoint's "
                                                       "teacher, or the network an exported file holds).")] = None,
             set_: SetOpt = None,
-            batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8) -> None:
+            batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8,
+            format_: Annotated[str, typer.Option("--format", help="colour (prediction and overlay PNGs) or labelids "
+                                                 "(also Cityscapes labelId PNGs in labelIds/, named after each "
+                                                 "image, for cityscapesscripts and the benchmark server).")] = "colour",
+            ) -> None:
     """Segment your own images: caption and embed each one with the run's language models, then predict."""
     from pipeline.predict import expand_images, load_predictor, predict_images
 
     try:
+        if format_ not in ("colour", "labelids"):
+            raise ValueError(f"--format: {format_!r} is not colour or labelids")
         paths = expand_images(images)
         predictor = load_predictor(_checkpoint_file(checkpoint), model, set_ or [])
     except (ValueError, OSError, ConfigError) as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
-    result = predict_images(predictor, paths, out_dir, batch_size)
+    result = predict_images(predictor, paths, out_dir, batch_size, label_ids=format_ == "labelids")
     out.print(f"{len(result.written)} images predicted into {out_dir}" +
               (f"; {len(result.skipped)} skipped" if result.skipped else ""))
     if not result.written:

@@ -175,7 +175,7 @@ class EvalConfig(Section):
     model: Literal["teacher", "student"] = "teacher"
     batch_size: int = Field(1, ge=1)
     sliding_window: bool = True  # crop_size windows, 2/3 overlap stride
-    save_predictions: int = Field(4, ge=0)  # colourised prediction PNGs to keep
+    save_predictions: Annotated[int, Field(ge=0)] | Literal["all"] = 4  # val predictions kept: colour PNGs and labelId PNGs (predictions/labelIds/, for cityscapesscripts); a count or all
     num_gpus: float = Field(0.0, ge=0)  # of the Ray actor that holds the model (1 on a cluster: a GPU worker)
     num_cpus: float = Field(1.0, gt=0)
 

@@ -126,15 +126,19 @@ class Predicted:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (image, why)
 
 
-def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray) -> Path:
+def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, label_ids: bool = False) -> Path:
     from PIL import Image
 
     from pipeline.store import atomic_path
-    from stages.datasets import colourise
+    from stages.datasets import colourise, label_ids_name, to_label_ids
 
     colours = colourise(pred)
-    for suffix, array in (("pred", colours), ("overlay", overlay(image, colours))):
-        with atomic_path(out_dir / f"{name}_{suffix}.png") as tmp:
+    outputs = [(out_dir / f"{name}_pred.png", colours), (out_dir / f"{name}_overlay.png", overlay(image, colours))]
+    if label_ids:  # <city>_<seq>_<frame>_leftImg8bit.png in labelIds/, as the benchmark server takes them
+        outputs.append((out_dir / "labelIds" / label_ids_name(name), to_label_ids(pred)))
+    for path, array in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
             Image.fromarray(array).save(tmp, format="PNG")
     return out_dir / f"{name}_pred.png"
 
@@ -152,8 +156,10 @@ def read_images(paths: list[Path], result: Predicted) -> list[tuple[Path, np.nda
     return good
 
 
-def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch_size: int = 8) -> Predicted:
-    """Caption, embed and segment ``paths`` in batches; write a prediction and an overlay per image."""
+def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch_size: int = 8,
+                   label_ids: bool = False) -> Predicted:
+    """Caption, embed and segment ``paths`` in batches; write a prediction and an overlay per image (and with
+    ``label_ids`` a Cityscapes labelId PNG named after it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names, result = dict(zip(paths, output_names(paths), strict=True)), Predicted()
     with progress("predict", total=len(paths), unit="images") as advance:
@@ -162,7 +168,8 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch
             images = read_images(chunk, result)
             texts = predictor.language([im for _, im in images]) if images else []
             for (p, image), (text, mask) in zip(images, texts, strict=True):
-                result.written.append(write_outputs(out_dir, names[p], image, predictor.segment(image, text, mask)))
+                result.written.append(write_outputs(out_dir, names[p], image, predictor.segment(image, text, mask),
+                                                    label_ids))
             advance(len(chunk))
     for p, why in result.skipped:
         console.print(f"[yellow]skipped[/] {p}: {why}")

@@ -46,6 +46,19 @@ def colourise(pred: np.ndarray) -> np.ndarray:
     return np.where((pred < len(PALETTE))[..., None], PALETTE[np.minimum(pred, len(PALETTE) - 1)], 0).astype(np.uint8)
 
 
+def to_label_ids(pred: np.ndarray) -> np.ndarray:
+    """(H, W) trainIds -> Cityscapes labelIds (uint8), as ``cityscapesscripts``' evaluator and the benchmark
+    server read predictions; an ignored or unknown id becomes 0 (unlabeled)."""
+    return np.where(pred < len(TRAIN_TO_CITYSCAPES_ID), TRAIN_TO_CITYSCAPES_ID[np.minimum(pred, 18)], 0).astype(np.uint8)
+
+
+def label_ids_name(stem: str) -> str:
+    """The file name of a labelId prediction: the image's own name, ``<city>_<seq>_<frame>_leftImg8bit.png``
+    for a Cityscapes image (a stem already ending so keeps it)."""
+    stem = stem.removesuffix("_leftImg8bit")
+    return f"{stem}_leftImg8bit.png"
+
+
 def eval_class_sets(source: str) -> tuple[int, ...]:
     """The class-set sizes reported for a source: 19 for GTA5, 16 and 13 for SYNTHIA."""
     return (16, 13) if source == "synthia" else (19,)

@@ -66,12 +66,19 @@ def test_run_status_and_rerun(tmp_path):
     assert metrics["mIoU19"] > constant_miou(np.load(evaluated / "confusion.npy")), metrics  # it learns
     # `predict` captions and embeds on the fly, and sees an image exactly as evaluate saw it through the stores
     example = json.loads((evaluated / "run.json").read_text())["examples"][0]
-    predicted = semidavil("predict", str(train_dir), example["image"], "--out", str(tmp_path / "preds"))
+    predicted = semidavil("predict", str(train_dir), example["image"], "--out", str(tmp_path / "preds"),
+                          "--format", "labelids")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     ours = np.asarray(Image.open(tmp_path / "preds" / f"{Path(example['image']).stem}_pred.png").convert("RGB"))
     np.testing.assert_array_equal(ours, np.asarray(Image.open(example["prediction"]).convert("RGB")))
+    # labelId PNGs named after the image, as cityscapesscripts and the benchmark server take them, alike in both
+    name = Path(example["image"]).name  # <city>_<seq>_<frame>_leftImg8bit.png
+    saved = np.asarray(Image.open(evaluated / "predictions" / "labelIds" / name))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "preds" / "labelIds" / name)), saved)
+    assert set(np.unique(saved)) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
     status = semidavil("status", *sets("w", "train.workers=2", "train.iterations=30", *weights), cwd=tmp_path)
     assert status.returncode == 0
+    assert f"captions (caption.model {files['caption']}): 28 images, 0 empty" in status.stdout.replace("\n", "")
     for stage in ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report"):
         line = next(line for line in status.stdout.splitlines() if f" {stage} " in line)
         assert "complete" in line, status.stdout

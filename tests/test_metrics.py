@@ -65,3 +65,21 @@ def test_sliding_window_inference_equals_whole_image_inference():
     windows = predict(model, image, text, mask, crop=64, num_classes=19, sliding=True)
     torch.testing.assert_close(windows, whole)
     assert windows.shape == (1, 19, 100, 230)
+
+
+def test_predictions_map_back_to_cityscapes_label_ids():
+    """trainIds -> labelIds on every id a real Cityscapes label holds: each of the 19 classes returns to its own
+    labelId, and an image's name gives its labelId file's (cityscapesscripts matches <city>_<seq>_<frame>)."""
+    import numpy as np
+
+    from stages.datasets import CITYSCAPES_LUT, label_ids_name, to_label_ids
+
+    label_ids = np.arange(-1, 34).clip(0).astype(np.uint8).reshape(5, 7)  # 0..33 (and license plate -1 as 0)
+    train_ids = CITYSCAPES_LUT[label_ids]  # as the loader reads a gtFine labelIds PNG
+    back = to_label_ids(train_ids)
+    evaluated = train_ids != 255
+    assert np.array_equal(back[evaluated], label_ids[evaluated]) and evaluated.sum() == 19
+    assert np.all(back[~evaluated] == 0)
+    assert to_label_ids(np.array([0, 13, 18])).tolist() == [7, 26, 33]
+    assert label_ids_name("frankfurt_000000_000294_leftImg8bit") == label_ids_name("frankfurt_000000_000294") \
+        == "frankfurt_000000_000294_leftImg8bit.png"

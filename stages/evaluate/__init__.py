@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.stage import StageContext, StageResult
 
 NAME = "evaluate"
-VERSION = 4  # 2: run.json for the report; 3: relative index paths, run.json from train's setup; 4: examples
+VERSION = 5  # 2: run.json for the report; 3: relative index paths, run.json from train's setup; 4: examples; 5: labelId PNGs
 INPUTS = ("ingest", "embed_text", "train")
 INPUT_DIGESTS = {"ingest": "index"}
 

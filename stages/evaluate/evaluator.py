@@ -17,7 +17,7 @@ from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
-from stages.datasets import CLASS_SETS, CLASSES, colourise, load_label
+from stages.datasets import CLASS_SETS, CLASSES, colourise, label_ids_name, load_label, to_label_ids
 from stages.images import read_rgb, resize_image
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.language import TextEmbeddingStore, served_captions
@@ -25,8 +25,30 @@ from stages.metrics import confusion, iou_per_class, miou
 from stages.trained import CHECKPOINT, read_setup
 
 
+LABEL_IDS_DIR = "labelIds"  # predictions/labelIds/<city>_<seq>_<frame>_leftImg8bit.png, for cityscapesscripts
+EXAMPLES = 10  # saved predictions the report shows, at most
+
+
 def prediction_path(pred_dir: Path, image_id: str) -> Path:
     return pred_dir / f"{image_id.replace('/', '__')}.png"
+
+
+def label_ids_path(pred_dir: Path, image_id: str) -> Path:
+    return pred_dir / LABEL_IDS_DIR / label_ids_name(image_id.rsplit("/", 1)[-1])
+
+
+def saves(cfg: Config, k: int) -> bool:
+    """Whether the k-th val image's prediction is saved (``eval.save_predictions``: a count or ``all``)."""
+    return cfg.eval.save_predictions == "all" or k < cfg.eval.save_predictions
+
+
+def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray) -> None:
+    """The colour PNG (Cityscapes palette) and the labelId PNG named after the image."""
+    for path, array in ((prediction_path(pred_dir, image_id), colourise(pred)),
+                        (label_ids_path(pred_dir, image_id), to_label_ids(pred))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
 
 
 class Evaluator:
@@ -53,10 +75,8 @@ class Evaluator:
             label = load_label(row["label_path"], "cityscapes")
             pred = self.predict_row(row, label.shape)
             conf += confusion(pred, label, n)
-            if k < cfg.eval.save_predictions:
-                path = prediction_path(self.pred_dir, row["image_id"])
-                with atomic_path(path) as tmp:
-                    Image.fromarray(colourise(pred)).save(tmp, format="PNG")
+            if saves(cfg, k):
+                save_prediction(self.pred_dir, row["image_id"], pred)
         return conf
 
     def predict_row(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
@@ -107,7 +127,7 @@ def evaluate(ctx: StageContext) -> StageResult:
     pred_dir.mkdir(parents=True, exist_ok=True)
     conf, where = evaluate_on_ray(ctx, rows, pred_dir)
     metrics = write_metrics(ctx, conf, len(rows))
-    shown = rows[:cfg.eval.save_predictions]
+    shown = [r for k, r in enumerate(rows[:EXAMPLES]) if saves(cfg, k)]
     captions = served_captions(ctx.inputs["embed_text"], [r["image_id"] for r in shown], cfg.model.dlg_captions)
     examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"],
                  "prediction": str(prediction_path(pred_dir, r["image_id"])), "caption": captions[r["image_id"]]}
