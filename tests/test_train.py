@@ -157,3 +157,67 @@ def test_ray_train_replaces_a_killed_worker_and_goes_on_from_the_checkpoint(loop
     assert marker.exists()  # it did die
     assert logged_steps(config) == [1, 2, 3, 4, 5, 6]  # steps 1-4, then 5-6 after the restart: not from 1 again
     assert load_checkpoint(checkpoint_of(config)).step == 6
+
+
+def ddp_probe(config):  # pickled by value into each Ray Train worker
+    """train_func, recording per rank: the batches drawn, who saved a checkpoint, where it started, and a
+    digest of the student's weights at the end."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import ray.train
+
+    import stages.train.loop as t
+
+    rank = ray.train.get_context().get_world_rank()
+    seen, real_optimise, real_next, real_save = {}, t.optimise, t.next_batch, t.save_checkpoint
+    drawn = []
+
+    def optimise(w, step):
+        seen["worker"] = w
+        return real_optimise(w, step)
+
+    def next_batch(*args, **kwargs):
+        batch = real_next(*args, **kwargs)
+        drawn.append(hashlib.sha256(batch.labelled.cpu().numpy().tobytes()).hexdigest()[:16])
+        return batch
+
+    def save(*args, **kwargs):
+        Path(config["out_dir"], f"saved-by-rank-{rank}").touch()
+        return real_save(*args, **kwargs)
+
+    t.optimise, t.next_batch, t.save_checkpoint = optimise, next_batch, save
+    logs = t.train_func(config)
+    w = seen["worker"]
+    digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                     for v in w.learner.student.state_dict().values())).hexdigest()
+    Path(config["out_dir"], f"probe-{rank}-{config['cfg']['train']['iterations']}.json").write_text(
+        json.dumps({"weights": digest, "drawn": drawn, "start": w.start, "world": w.world}))
+    return logs
+
+
+def test_two_ddp_workers_share_gradients_draw_their_own_batches_and_resume(loop_config):
+    """train.workers=2 under Ray Train (gloo): after every step both ranks hold the same student (gradients are
+    all-reduced), each rank draws its own batches, rank 0 alone writes the checkpoint, and a resumed 2-worker
+    run continues from it."""
+    out = Path(loop_config["out_dir"])
+
+    def fit(iterations: int) -> list[dict]:
+        config = json.loads(json.dumps({**loop_config, "use_ray": True}))
+        config["cfg"]["train"].update(iterations=iterations, workers=2, cpus_per_worker=1, checkpoint_every=2)
+        cfg = train.Config.model_validate(config["cfg"])
+        train.fit_on_ray(config, cfg.train, f"ddp-{iterations}", ddp_probe)
+        return [json.loads((out / f"probe-{r}-{iterations}.json").read_text()) for r in (0, 1)]
+
+    first = fit(2)
+    assert [p["world"] for p in first] == [2, 2] and [p["start"] for p in first] == [0, 0]
+    assert first[0]["weights"] == first[1]["weights"]  # all-reduced gradients: one model on both ranks
+    assert all(a != b for a, b in zip(first[0]["drawn"], first[1]["drawn"], strict=True))  # their own batches
+    assert sorted(p.name for p in out.glob("saved-by-rank-*")) == ["saved-by-rank-0"]
+    assert load_checkpoint(checkpoint_of(loop_config)).step == 2
+    resumed = fit(4)
+    assert [p["start"] for p in resumed] == [2, 2] and len(resumed[0]["drawn"]) == 2  # steps 3-4 only
+    assert resumed[0]["weights"] == resumed[1]["weights"] and resumed[0]["weights"] != first[0]["weights"]
+    assert load_checkpoint(checkpoint_of(loop_config)).step == 4
+    assert sorted(p.name for p in out.glob("saved-by-rank-*")) == ["saved-by-rank-0"]
