@@ -262,6 +262,23 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
 
 
 @app.command()
+def verify(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """Check every stage output of the work directory against what its stage recorded (sizes, Parquet
+    footers) and name every missing or damaged file; exit 1 if there is one."""
+    from pipeline.outputs import verify_workdir
+
+    cfg = _config(config, set_, workdir=workdir)
+    bad, intact, unfinished = verify_workdir(Path(cfg.paths.workdir), STAGES)
+    for problem in bad:
+        out.print(f"[red]damaged[/] {problem}", soft_wrap=True, highlight=False)
+    out.print(f"{intact} complete stage output(s) intact, {len(bad)} damaged or missing file(s), "
+              f"{unfinished} unfinished stage directory(ies) (no completion record)")
+    if bad:
+        out.print("The next `semidavil run` redoes the damaged shards or stages.")
+        raise typer.Exit(1)
+
+
+@app.command()
 def export(source: Annotated[Path, typer.Argument(help="A training run directory (train/<fingerprint>) or its "
                                                        "checkpoint file.")],
            out_file: Annotated[Path, typer.Option("--out", help="The model file to write (.safetensors).")],
@@ -279,4 +296,10 @@ def export(source: Annotated[Path, typer.Argument(help="A training run directory
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    from pipeline.manifest import ManifestError
+
+    try:
+        app(prog_name="semidavil")
+    except ManifestError as err:  # one line that names the file and what to do, not a traceback
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True, highlight=False)
+        raise SystemExit(1) from None

@@ -70,6 +70,18 @@ class StageRun:
         return (self.ended_at - self.started_at).total_seconds()
 
 
+class ManifestError(RuntimeError):
+    """A manifest file that cannot be opened; the message names it and says what to do."""
+
+
+def is_duckdb_file(path: Path) -> bool:
+    """Whether ``path`` is absent (DuckDB creates it) or a DuckDB database (its magic bytes)."""
+    if not path.exists():
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(12)[8:12] == b"DUCK"
+
+
 def _now() -> datetime:
     return datetime.now()
 
@@ -80,6 +92,10 @@ class Manifest:
     def __init__(self, path: Path, read_only: bool = False):
         """``read_only``: for readers (`status`, `plan`) of a manifest that exists; nothing is written."""
         self.path, self.read_only = Path(path), read_only
+        if not is_duckdb_file(self.path):
+            raise ManifestError(f"{self.path}: not a DuckDB manifest (damaged or overwritten); move it aside "
+                                f"(mv {self.path} {self.path}.bad) and run again: complete stages whose outputs "
+                                "are intact on disk are adopted, not recomputed")
         if not read_only:
             with self._connect() as con:
                 con.execute(SCHEMA)
@@ -102,6 +118,12 @@ class Manifest:
             con.close()
 
     # runs -------------------------------------------------------------------------------------
+    def withdraw_stage(self, stage: str, fingerprint: str) -> None:
+        """The complete runs of (stage, fingerprint) are no longer: their outputs were found damaged."""
+        with self._connect() as con:
+            con.execute("UPDATE stage_runs SET status='damaged' WHERE stage=? AND fingerprint=? AND status='complete'",
+                        [stage, fingerprint])
+
     def start_run(self, command: str) -> str:
         run_id = uuid.uuid4().hex[:12]
         with self._connect() as con:

@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.lock import WorkdirLock
 from pipeline.manifest import Manifest, StageRun
+from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
 
@@ -115,6 +116,51 @@ def run_pipeline(cfg: Config, only: list[str] | None = None, skip: tuple[str, ..
         return outcomes
 
 
+def completion(name: str, fp: str, stage_pl: dict[str, Any], run: StageRun) -> dict[str, Any]:
+    """A completion record (``pipeline.outputs``) from the manifest's record of a complete run."""
+    return {"stage": name, "fingerprint": fp, "payload": stage_pl, "rows": run.rows, "details": run.details,
+            "digests": run.digests}
+
+
+def repair(manifest: Manifest, stage: StageModule, name: str, fp: str, out_dir: Path, problems: list[Problem]) -> None:
+    """A complete stage whose outputs were damaged or deleted since: its record is withdrawn, and either only
+    its damaged shards are removed (sharded stages redo just those) or its directory is, and it runs again."""
+    import shutil
+
+    manifest.withdraw_stage(name, fp)
+    shards = [p for p in problems if p.path.name.startswith("shard-")]
+    found = "; ".join(map(str, problems[:3])) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+    if getattr(stage, "SHARDED", False) and len(shards) == len(problems):
+        for p in shards:
+            p.path.unlink(missing_ok=True)
+        (out_dir / COMPLETE_FILE).unlink(missing_ok=True)
+        console.print(f"[yellow]![/] {name}: damaged output of a complete run: {found}; redoing "
+                      f"{len(shards)} shard(s)", highlight=False, soft_wrap=True)
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    console.print(f"[yellow]![/] {name}: damaged output of a complete run: {found}; running the stage again",
+                  highlight=False, soft_wrap=True)
+
+
+def adopt(manifest: Manifest, run_id: str, stage: StageModule, name: str, fp: str, stage_pl: dict[str, Any],
+          out_dir: Path) -> StageRun | None:
+    """A stage the manifest has no complete record of (it was deleted, or the run died between the two writes),
+    whose outputs are on disk with this fingerprint and intact: recorded as complete instead of run again."""
+    record = read_record(out_dir)
+    if record is None or record.get("fingerprint") != fp or check_outputs(out_dir):
+        return None
+    stage_run_id = manifest.start_stage(run_id, name, fp, out_dir, stage_pl)
+    if getattr(stage, "SHARDED", False):
+        for rel, entry in record["outputs"].items():
+            if rel.startswith("shard-") and rel.endswith(".parquet"):
+                manifest.record_shard(name, fp, int(rel[6:11]), "complete", rows=entry.get("rows"), path=out_dir / rel)
+    manifest.end_stage(stage_run_id, "complete", rows=record.get("rows"), details=record.get("details"),
+                       digests=record.get("digests"))
+    console.print(f"[green]✓[/] {name}: complete on disk with fingerprint {fp[:12]} and intact, adopted "
+                  "(the manifest had no record of it)", soft_wrap=True)
+    return manifest.latest_stage_run(name, fp)
+
+
 def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome:
     stage, workdir = stage_module(name), Path(cfg.paths.workdir).resolve()
     fps = fingerprints(cfg, manifest)
@@ -124,10 +170,16 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome
                             f"(run `semidavil stage {missing[0]}` or `semidavil run`)")
     stage_pl = stage_payload(cfg, manifest, name, fps)
     fp = fingerprint(stage_pl)
-    if (done := completed(manifest, workdir, name, fp)) is not None:
-        console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
-        return Outcome(name, True, done)
     out_dir = stage_dir(workdir, name, fp)
+    if (done := completed(manifest, workdir, name, fp)) is not None:
+        if not (out_dir / COMPLETE_FILE).exists():  # completed by a version that did not record its outputs
+            write_record(out_dir, completion(name, fp, stage_pl, done))
+        if not (problems := check_outputs(out_dir)):
+            console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
+            return Outcome(name, True, done)
+        repair(manifest, stage, name, fp, out_dir, problems)
+    elif (adopted := adopt(manifest, run_id, stage, name, fp, stage_pl, out_dir)) is not None:
+        return Outcome(name, True, adopted)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(cfg, name, fp, out_dir, {i: stage_dir(workdir, i, fps[i]) for i in stage.INPUTS},
                        manifest, workdir)
@@ -144,6 +196,8 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome
             raise StageError(f"stage {name} failed: {type(err).__name__}: {first_line} "
                              f"(the traceback is in {workdir / MANIFEST_FILE}; `semidavil status` shows it)") from err
         raise
+    write_record(out_dir, {"stage": name, "fingerprint": fp, "payload": stage_pl, "rows": result.rows,
+                           "details": result.details, "digests": result.digests})
     manifest.end_stage(stage_run_id, "complete", rows=result.rows, details=result.details, digests=result.digests)
     record = manifest.latest_stage_run(name, fp)
     console.print(f"[green]✓[/] {name}: {result.rows} rows in {record.seconds:.1f} s")

@@ -26,6 +26,7 @@ from stages.demo_world import CAPTIONS_FILE, world_keys
 from stages.index import DEMO_DIR, INDEX_FILE, dataset_roots, resolve_rows
 
 NAME = "caption"
+SHARDED = True  # redoes only the shards that are missing or damaged
 VERSION = 4  # 2: the image set; 3: OpenCV decode in CPU tasks; 4: any captioner, tiny captions say something
 INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "images"}  # the images alone: not the split, not where the dataset is mounted

@@ -21,6 +21,7 @@ from pipeline.store import read_parquet, write_json
 from stages.language import META_FILE
 
 NAME = "embed_text"
+SHARDED = True  # redoes only the shards that are missing or damaged
 VERSION = 2  # 2: the caption text kept beside its embedding; no class embeddings (read by nothing)
 INPUTS = ("caption",)
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus"}

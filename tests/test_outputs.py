@@ -1,0 +1,104 @@
+"""Outputs checked before reuse: a damaged or deleted output of a complete stage is found on the next run and
+redone (only its shards, for caption and embed_text); a deleted manifest adopts what is intact on disk; a
+garbage manifest is one line naming it; `semidavil verify` names every bad file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.outputs import COMPLETE_FILE, check_outputs
+from pipeline.runner import MANIFEST_FILE, fingerprints, open_manifest, run_pipeline, stage_dir
+from stages.trained import CHECKPOINT
+
+STAGES = ["ingest", "split", "caption", "embed_text", "train"]
+
+
+@pytest.fixture
+def trained(small_config, ray_local, monkeypatch):
+    import stages.train.loop
+
+    monkeypatch.setattr(stages.train.loop, "fit_on_ray", lambda config, t, name: stages.train.loop.train_func(
+        {**config, "use_ray": False}))
+    cfg = small_config("train.iterations=2", "caption.shard_size=8", "text.shard_size=8")  # 28 images: 4 shards
+    run_pipeline(cfg, STAGES)
+    return cfg
+
+
+def out(cfg, stage: str) -> Path:
+    return stage_dir(cfg.paths.workdir, stage, fingerprints(cfg)[stage])
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def ran(outcomes, stage: str) -> bool:
+    return not next(o for o in outcomes if o.stage == stage).skipped
+
+
+@pytest.mark.parametrize("stage", ["caption", "embed_text"])
+def test_a_truncated_shard_of_a_complete_stage_is_redone_alone(trained, stage, capsys):
+    shards = sorted(out(trained, stage).glob("shard-*.parquet"))
+    assert len(shards) == 4
+    kept = {p.name: p.stat().st_mtime_ns for p in shards if p.name != "shard-00001.parquet"}
+    truncate(shards[1])
+    assert [p.path.name for p in check_outputs(out(trained, stage))] == ["shard-00001.parquet"]
+    outcomes = run_pipeline(trained, STAGES)
+    said = capsys.readouterr().err
+    assert f"{stage}: damaged output of a complete run" in said and "redoing 1 shard(s)" in said
+    assert ran(outcomes, stage) and not check_outputs(out(trained, stage))
+    assert {p.name: p.stat().st_mtime_ns for p in out(trained, stage).glob("shard-*.parquet")
+            if p.name != "shard-00001.parquet"} == kept  # the intact shards were not rewritten
+    later = {"caption": ["embed_text", "train"], "embed_text": ["train"]}[stage]
+    assert not any(ran(outcomes, s) for s in later)  # the same content: what follows is reused
+
+
+def test_a_truncated_checkpoint_of_a_complete_training_runs_it_again(trained, capsys):
+    truncate(out(trained, "train") / CHECKPOINT)
+    outcomes = run_pipeline(trained, STAGES)
+    assert "train: damaged output of a complete run" in capsys.readouterr().err and ran(outcomes, "train")
+    assert not check_outputs(out(trained, "train"))
+    assert not any(ran(outcomes, s) for s in ("ingest", "caption", "embed_text"))
+
+
+def test_a_deleted_manifest_adopts_the_intact_outputs_and_recaptions_nothing(trained, capsys):
+    before = fingerprints(trained)
+    (Path(trained.paths.workdir) / MANIFEST_FILE).unlink()
+    outcomes = run_pipeline(trained, STAGES)
+    assert not any(o for o in outcomes if not o.skipped), [o.stage for o in outcomes if not o.skipped]
+    assert capsys.readouterr().err.count("adopted") == len(STAGES)
+    assert fingerprints(trained) == before
+    manifest = open_manifest(trained)
+    assert len(manifest.shards("caption", before["caption"], status="complete")) == 4  # shards known again
+    truncate(out(trained, "caption") / "shard-00002.parquet")  # and a damaged one is still redone alone
+    run_pipeline(trained, ["ingest", "caption"])
+    assert "redoing 1 shard(s)" in capsys.readouterr().err
+
+
+def semidavil(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_verify_names_a_bad_file_and_a_garbage_manifest_is_one_line(trained):
+    workdir = Path(trained.paths.workdir)
+    repo = Path(__file__).resolve().parent.parent
+    good = semidavil("verify", "--set", f"paths.workdir={workdir}", cwd=repo)
+    assert good.returncode == 0 and "5 complete stage output(s) intact, 0 damaged" in good.stdout, good.stdout
+    truncate(out(trained, "split") / "labelled.txt")
+    (out(trained, "ingest") / COMPLETE_FILE).write_text("{ half a rec")
+    found = semidavil("verify", "--set", f"paths.workdir={workdir}", cwd=repo)
+    assert found.returncode == 1
+    assert f"{out(trained, 'split') / 'labelled.txt'}: " in found.stdout.replace("\n", "")
+    assert f"{out(trained, 'ingest') / COMPLETE_FILE}: missing or unreadable" in found.stdout.replace("\n", "")
+    (workdir / MANIFEST_FILE).write_bytes(b"garbage" * 100)
+    status = semidavil("status", "--set", f"paths.workdir={workdir}", cwd=repo)
+    assert status.returncode == 1
+    lines = status.stderr.strip().splitlines()
+    assert len(lines) == 1 and "manifest.duckdb: not a DuckDB manifest" in lines[0] and "Traceback" not in status.stderr
