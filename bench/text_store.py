@@ -1,66 +1,100 @@
-"""The text embedding store at the real width: bytes per 1,000 captions and the loader's captions/s.
+"""The text embedding store at the real width: bytes per 1,000 captions, a training worker's resident memory
+once it opened the store, and the loader's captions/s — for the memory-mapped Arrow IPC store that embed_text
+writes (``--format arrow``) and the Parquet store read whole that it replaced (``--format parquet``).
 
 Rows are written by the stage's own writer (``embedding_table``) at c = 512 (CLIP ViT-B/16) with about 20
-valid tokens per caption; the values are random float16 (real embeddings compress no better). The loader
-serves random-access batches of 16 on one CPU core.
+valid tokens per caption; the values are random float16 (real embeddings compress no better). Each format is
+opened in a fresh process, so its resident memory is its own. The loader serves random-access batches of 16 on
+one CPU core.
 
-Usage: uv run python bench/text_store.py [--captions 20000] [--tokens 20]
+Usage: uv run python bench/text_store.py [--captions 200000] [--tokens 20] [--format arrow,parquet]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from pipeline.store import write_parquet
+from pipeline.store import write_table
 from stages.embed_text import embedding_table
-from stages.language import load_text_embeddings, open_store
 
 
-def write_store(out: Path, captions: int, tokens: int, dim: int, shard_size: int = 1024) -> None:
+def write_store(out: Path, captions: int, tokens: int, dim: int, suffix: str, shard_size: int = 1024) -> None:
     rng = np.random.default_rng(0)
     for start in range(0, captions, shard_size):
         n = min(shard_size, captions - start)
         n_tokens = rng.integers(tokens - 6, tokens + 7, size=n)  # mean `tokens`
         emb = rng.standard_normal((n, int(n_tokens.max()), dim), dtype=np.float32).astype(np.float16)
         ids = pa.array([f"img{i:07d}" for i in range(start, start + n)])
-        table = embedding_table(ids, pa.array(np.zeros(n, np.int32)), ["a street"] * n, emb, n_tokens, [False] * n, "bench")
-        write_parquet(table.drop_columns(["shard"]), out / f"shard-{start // shard_size:05d}.parquet")
+        table = embedding_table(ids, pa.array(np.zeros(n, np.int32)), ["a street"] * n, emb, n_tokens, [False] * n,
+                                "bench")
+        write_table(table.drop_columns(["shard"]), out / f"shard-{start // shard_size:05d}{suffix}")
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(store: str, captions: int, batches: int) -> dict:
+    """In a fresh process: open the store as a training worker does, then serve random batches."""
+    import torch
+
+    from stages.language import TextEmbeddingStore
+
+    torch.set_num_threads(1)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    opened = TextEmbeddingStore(store)
+    open_s, after_open = time.perf_counter() - t0, rss_mb()
+    rng = np.random.default_rng(1)
+    ids = [f"img{i:07d}" for i in range(captions)]
+    draws = [[ids[j] for j in rng.integers(0, captions, 16)] for _ in range(batches)]
+    opened.batch(draws[0])
+    t0 = time.perf_counter()
+    for batch in draws:
+        opened.batch(batch, max_tokens=77)
+    seconds = time.perf_counter() - t0
+    return {"open_s": open_s, "rss_open_mb": after_open - before, "rss_end_mb": rss_mb() - before,
+            "captions_per_s": 16 * batches / seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--captions", type=int, default=20_000)
+    parser.add_argument("--captions", type=int, default=200_000)
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batches", type=int, default=3000)
+    parser.add_argument("--format", default="arrow,parquet")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: measure this store in this process
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        write_store(out, args.captions, args.tokens, args.dim)
-        size = sum(f.stat().st_size for f in out.glob("shard-*.parquet"))
-        print(f"store: {args.captions} captions, c={args.dim}, ~{args.tokens} tokens each: "
-              f"{size / 1e6:.1f} MB, {size / 1e6 / (args.captions / 1000):.1f} MB per 1,000 captions")
-        t0 = time.perf_counter()
-        open_store(str(out.resolve()))
-        print(f"open: {time.perf_counter() - t0:.2f} s (all shards into one float16 buffer)")
-        rng = np.random.default_rng(1)
-        ids = [f"img{i:07d}" for i in range(args.captions)]
-        batches = [[ids[j] for j in rng.integers(0, args.captions, 16)] for _ in range(args.batches)]
-        load_text_embeddings(out, batches[0])
-        t0 = time.perf_counter()
-        for batch in batches:
-            emb, mask = load_text_embeddings(out, batch, max_tokens=77)
-        seconds = time.perf_counter() - t0
-        print(f"load_text_embeddings: {16 * args.batches / seconds:,.0f} captions/s in random batches of 16, "
-              f"padded to 77 tokens, on 1 thread ({emb.shape[0]}x{emb.shape[1]}x{emb.shape[2]} per batch)")
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.captions, args.batches)))
+        return
+    for fmt in args.format.split(","):
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+            out = Path(tmp)
+            write_store(out, args.captions, args.tokens, args.dim, f".{fmt}")
+            size = sum(f.stat().st_size for f in out.glob("shard-*"))
+            got = json.loads(subprocess.run([sys.executable, __file__, "--measure", str(out), "--captions",
+                                             str(args.captions), "--batches", str(args.batches)],
+                                            capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            print(f"{fmt}: {args.captions} captions, c={args.dim}, ~{args.tokens} tokens: {size / 1e9:.2f} GB "
+                  f"({size / 1e6 / (args.captions / 1000):.1f} MB per 1,000); open {got['open_s']:.2f} s; resident "
+                  f"memory +{got['rss_open_mb']:.0f} MB after opening, +{got['rss_end_mb']:.0f} MB after "
+                  f"{args.batches} random batches; {got['captions_per_s']:,.0f} captions/s (batches of 16, 1 thread)",
+                  flush=True)
 
 
 if __name__ == "__main__":

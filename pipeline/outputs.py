@@ -40,9 +40,17 @@ def _tracked(out_dir: Path) -> list[Path]:
     return files
 
 
+TABLES = (".parquet", ".arrow")
+
+
 def _parquet_rows(path: Path) -> int:
+    """Rows by the file's footer: Parquet's metadata, or an Arrow IPC file's record batches (memory-mapped)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if path.suffix == ".arrow":
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     return pq.read_metadata(path).num_rows
 
 
@@ -51,7 +59,7 @@ def list_outputs(out_dir: Path) -> dict[str, dict[str, int]]:
     outputs = {}
     for path in _tracked(out_dir):
         entry = {"size": path.stat().st_size}
-        if path.suffix == ".parquet":
+        if path.suffix in TABLES:
             entry["rows"] = _parquet_rows(path)
         outputs[path.relative_to(out_dir).as_posix()] = entry
     return outputs
@@ -92,7 +100,8 @@ def check_outputs(out_dir: Path) -> list[Problem]:
             try:
                 rows = _parquet_rows(path)
             except Exception as err:  # pyarrow's ArrowInvalid, OSError: the footer does not read
-                problems.append(Problem(path, f"Parquet footer does not read ({type(err).__name__})"))
+                problems.append(Problem(path, f"{'Arrow' if path.suffix == '.arrow' else 'Parquet'} footer does not "
+                                              f"read ({type(err).__name__})"))
                 continue
             if rows != expected["rows"]:
                 problems.append(Problem(path, f"{rows} rows, {expected['rows']} when it was written"))

@@ -152,7 +152,7 @@ def adopt(manifest: Manifest, run_id: str, stage: StageModule, name: str, fp: st
     stage_run_id = manifest.start_stage(run_id, name, fp, out_dir, stage_pl)
     if getattr(stage, "SHARDED", False):
         for rel, entry in record["outputs"].items():
-            if rel.startswith("shard-") and rel.endswith(".parquet"):
+            if rel.startswith("shard-") and rel.endswith((".parquet", ".arrow")):
                 manifest.record_shard(name, fp, int(rel[6:11]), "complete", rows=entry.get("rows"), path=out_dir / rel)
     manifest.end_stage(stage_run_id, "complete", rows=record.get("rows"), details=record.get("details"),
                        digests=record.get("digests"))

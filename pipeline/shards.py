@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from pipeline.config import ClusterConfig
 from pipeline.progress import QUIET, console, progress, route_ray_output
 from pipeline.stage import StageContext, StageError
-from pipeline.store import write_parquet
+from pipeline.store import write_table
 
 SHARD_COLUMN = "shard"
 ROW_COLUMN = "_row"  # the row's index in the stage's input: names a batch across retries
@@ -83,6 +83,7 @@ class ShardPool:
     prepare_kwargs: dict[str, Any] | None = None
     prepare_cpus: float = 1.0  # CPUs per prepare task
     num_cpus: float = 1.0  # CPUs reserved per replica; with a prepare stage, leave some for its tasks
+    suffix: str = ".parquet"  # the shards' format: Parquet, or ".arrow" (Arrow IPC, memory-mappable: the text store)
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,13 @@ class Bounded:
         return self.udf(batch.drop_columns([ROW_COLUMN]))
 
 
-def shard_path(out_dir: Path, shard: int) -> Path:
-    return Path(out_dir) / f"shard-{shard:05d}.parquet"
+def shard_path(out_dir: Path, shard: int, suffix: str = ".parquet") -> Path:
+    return Path(out_dir) / f"shard-{shard:05d}{suffix}"
 
 
-def pending_shards(ctx: StageContext, n_shards: int) -> list[int]:
+def pending_shards(ctx: StageContext, n_shards: int, suffix: str = ".parquet") -> list[int]:
     done = ctx.manifest.shards(ctx.name, ctx.fingerprint, status="complete")
-    return [i for i in range(n_shards) if not (i in done and shard_path(ctx.out_dir, i).exists())]
+    return [i for i in range(n_shards) if not (i in done and shard_path(ctx.out_dir, i, suffix).exists())]
 
 
 def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool):
@@ -174,11 +175,12 @@ def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool
     )
 
 
-def _finish_shard(ctx: StageContext, shard: int, parts: list[pa.Table], started: datetime, attempts: int) -> int:
+def _finish_shard(ctx: StageContext, shard: int, parts: list[pa.Table], started: datetime, attempts: int,
+                  suffix: str = ".parquet") -> int:
     table = pa.concat_tables(parts)
     table = table.sort_by("image_id") if "image_id" in table.column_names else table
     nodes = ",".join(sorted(set(table.column("node").to_pylist()))) if "node" in table.column_names else None
-    path = write_parquet(table.drop_columns([SHARD_COLUMN]), shard_path(ctx.out_dir, shard))
+    path = write_table(table.drop_columns([SHARD_COLUMN]), shard_path(ctx.out_dir, shard, suffix))
     ctx.manifest.record_shard(ctx.name, ctx.fingerprint, shard, "complete", rows=len(table), path=path,
                               node=nodes, attempts=attempts, started_at=started)
     return len(table)
@@ -199,7 +201,7 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
                unit: str = "images") -> MapStats:
     """Run ``pool.udf`` over ``rows`` shard by shard; say what this call did."""
     n_shards = -(-len(rows) // shard_size)
-    todo = pending_shards(ctx, n_shards)
+    todo = pending_shards(ctx, n_shards, pool.suffix)
     if not todo:
         return MapStats()
     if len(todo) < n_shards:
@@ -222,7 +224,8 @@ def map_shards(ctx: StageContext, rows: pa.Table, shard_size: int, pool: ShardPo
                     counts[shard] += len(part)
                     advance(len(part))
                     if counts[shard] == expected[shard]:
-                        written += _finish_shard(ctx, shard, buffers.pop(shard), started, attempts[shard])
+                        written += _finish_shard(ctx, shard, buffers.pop(shard), started, attempts[shard],
+                                                 pool.suffix)
                         todo.remove(shard)
         except Exception as err:  # the UDF raised, or a batch killed its replica more than max_retries times
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:500]

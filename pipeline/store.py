@@ -1,4 +1,8 @@
-"""Files written whole or not at all: write to a temporary name in the same directory, then rename."""
+"""Files written whole or not at all: write to a temporary name in the same directory, then rename.
+
+Tables are Parquet (``.parquet``: compressed, for stores read once), or Arrow IPC files (``.arrow``: the
+text store, uncompressed, so that readers memory-map it and read rows without loading the file).
+"""
 
 from __future__ import annotations
 
@@ -38,16 +42,42 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
+def _write_ipc(table: pa.Table, tmp: Path) -> None:
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def write_table(table: pa.Table, path: Path) -> Path:
+    """``table`` as Parquet or, for a ``.arrow`` path, as an uncompressed Arrow IPC file."""
+    if Path(path).suffix == ".arrow":
+        return write_atomic(path, lambda tmp: _write_ipc(table, tmp))
+    return write_parquet(table, path)
+
+
+def map_arrow(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """An Arrow IPC file memory-mapped: its buffers are views of the file, paged in when read."""
+    table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    return table.select(columns) if columns else table
+
+
 def write_json(obj: Any, path: Path) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str)))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read one Parquet file, or a directory's shards (``shard-*.parquet``, in name order)."""
+    """Read one Parquet (or Arrow IPC) file, or a directory's shards (``shard-*.parquet`` or ``shard-*.arrow``,
+    in name order)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("shard-*.parquet"))
+        files = shard_files(path)
         if not files:
             return pa.table({})
-        return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        return pa.concat_tables([read_parquet(f, columns) for f in files])
+    if path.suffix == ".arrow":
+        return map_arrow(path, columns)
     return pq.read_table(path, columns=columns)
+
+
+def shard_files(directory: Path) -> list[Path]:
+    """A store's shard files, in name order: ``shard-NNNNN.parquet`` or ``shard-NNNNN.arrow``."""
+    return sorted([*Path(directory).glob("shard-*.parquet"), *Path(directory).glob("shard-*.arrow")])

@@ -1,6 +1,7 @@
 """Stage 3, embed_text: captions -> per-token CLIP text embeddings F_L (DESIGN §3).
 
-Store layout (``<out_dir>``): ``shard-NNNNN.parquet`` with image_id, caption (the text, for the report and for
+Store layout (``<out_dir>``): ``shard-NNNNN.arrow`` (Arrow IPC, uncompressed: training workers memory-map it
+and page in only the rows they read) with image_id, caption (the text, for the report and for
 a user checking what DLG read), n_tokens, dim, truncated and ``embedding`` (the valid tokens, start to end
 token, as float16 bytes, row-major n_tokens × dim); ``meta.json``. ``stages.language`` reads the store, padded
 and masked, for train, evaluate and predict. (Class-text embeddings were written here once and read by
@@ -22,7 +23,7 @@ from stages.language import META_FILE
 
 NAME = "embed_text"
 SHARDED = True  # redoes only the shards that are missing or damaged
-VERSION = 2  # 2: the caption text kept beside its embedding; no class embeddings (read by nothing)
+VERSION = 3  # 2: the caption text kept beside its embedding; no class embeddings (read by nothing); 3: Arrow IPC shards
 INPUTS = ("caption",)
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus"}
 
@@ -68,7 +69,7 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg.text
     captions = read_parquet(ctx.inputs["caption"], columns=["image_id", "caption"]).sort_by("image_id")
     pool = ShardPool(EmbedBatch, dict(model=cfg.model, pretrained=cfg.pretrained, num_gpus=cfg.num_gpus),
-                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, max_retries=2)
+                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, max_retries=2, suffix=".arrow")
     stats = map_shards(ctx, captions, cfg.shard_size, pool, ctx.cfg.cluster, unit="captions")
     store = read_parquet(ctx.out_dir, columns=["image_id", "n_tokens", "dim", "truncated"])
     if store.num_rows != captions.num_rows:

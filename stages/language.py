@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.store import read_parquet
+from pipeline.store import read_parquet, shard_files
 
 if TYPE_CHECKING:
     import torch
@@ -40,26 +40,34 @@ def caption_length(n_tokens: int, mode: str) -> int:
 
 
 class TextEmbeddingStore:
-    """All caption embeddings of a store in one float16 buffer, served by image_id; ``captions`` (a
-    ``model.dlg_captions`` value) chooses whose caption an image is served."""
+    """Caption embeddings served by image_id; ``captions`` (a ``model.dlg_captions`` value) chooses whose
+    caption an image is served. Arrow IPC shards (what embed_text writes) are memory-mapped: a worker's
+    resident memory holds the index (ids, lengths, offsets) and the pages of the rows it reads, however large
+    the store; Parquet shards (stores written before) are read whole."""
 
     def __init__(self, store_path: Path | str, captions: str = "own"):
         if captions not in CAPTION_MODES:
             raise ValueError(f"model.dlg_captions: {captions!r} is not one of {', '.join(CAPTION_MODES)}")
         self.path = Path(store_path)
-        files = sorted(self.path.glob("shard-*.parquet"))
+        files = shard_files(self.path)
         if not files:
             raise FileNotFoundError(f"{self.path}: no text embedding shards")
-        table = read_parquet(self.path, columns=["image_id", "n_tokens", "dim", "embedding"])
-        self.dim = int(table.column("dim")[0].as_py())
-        self.row = {image_id: r for r, image_id in enumerate(table.column("image_id").to_pylist())}
+        ids, n_tokens, shard, start, self.data = [], [], [], [], []
+        for f in files:
+            table = read_parquet(f, columns=["image_id", "n_tokens", "dim", "embedding"])
+            self.dim = int(table.column("dim")[0].as_py())
+            ids += table.column("image_id").to_pylist()
+            n_tokens.append(table.column("n_tokens").to_numpy())
+            for emb in table.column("embedding").chunks:  # LargeBinaryArray: offsets + one data buffer each
+                offsets = np.frombuffer(emb.buffers()[1], dtype=np.int64)[emb.offset:emb.offset + len(emb) + 1]
+                shard.append(np.full(len(emb), len(self.data), np.int32))
+                start.append(offsets[:-1] // 2)  # in float16 elements
+                self.data.append(np.frombuffer(emb.buffers()[2], dtype=np.float16))  # for .arrow: a view of the map
+        self.row = {image_id: r for r, image_id in enumerate(ids)}
         if captions == "shuffled":
             self.row = {i: self.row[j] for i, j in derangement(list(self.row)).items()}
-        self.n_tokens = np.array([caption_length(int(n), captions) for n in table.column("n_tokens").to_numpy()])
-        emb = table.column("embedding").combine_chunks()  # LargeBinaryArray: offsets + one data buffer
-        offsets = np.frombuffer(emb.buffers()[1], dtype=np.int64)[emb.offset:emb.offset + len(emb) + 1]
-        self.data = np.frombuffer(emb.buffers()[2], dtype=np.float16)
-        self.start = offsets[:-1] // 2  # in float16 elements
+        self.n_tokens = np.array([caption_length(int(n), captions) for n in np.concatenate(n_tokens)])
+        self.shard, self.start = np.concatenate(shard), np.concatenate(start)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -76,8 +84,8 @@ class TextEmbeddingStore:
         mask = np.zeros((len(rows), max_tokens), dtype=bool)
         for b, r in enumerate(rows):
             n = min(int(self.n_tokens[r]), max_tokens)
-            s = self.start[r]
-            out[b, :n] = self.data[s:s + n * self.dim].reshape(n, self.dim)
+            s, data = self.start[r], self.data[self.shard[r]]
+            out[b, :n] = data[s:s + n * self.dim].reshape(n, self.dim)
             mask[b, :n] = True
         return torch.from_numpy(out), torch.from_numpy(mask)
 
@@ -95,10 +103,8 @@ def served_captions(store_path: Path | str, image_ids: list[str], captions: str 
 
 
 def _columns(store_path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    files = sorted(store_path.glob("shard-*.parquet"))
-    return pq.read_schema(files[0]).names if files else []
+    files = shard_files(store_path)
+    return read_parquet(files[0]).column_names if files else []
 
 
 @lru_cache(maxsize=4)

@@ -49,7 +49,8 @@ def test_resume_after_sigkill(tmp_path, ray_local, stage):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "stage", stage, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
-    while len(list(out.glob("shard-*.parquet"))) < 2:
+    suffix = ".parquet" if stage == "caption" else ".arrow"
+    while len(list(out.glob(f"shard-*{suffix}"))) < 2:
         assert proc.poll() is None, "the stage ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -66,7 +67,7 @@ def test_resume_after_sigkill(tmp_path, ray_local, stage):
     for i, mtime in mtimes.items():  # done shards are not redone
         assert Path(done[i]["path"]).stat().st_mtime_ns == mtime
     assert outcome.record.details["rows_now"] == n_images - sum(s["rows"] for s in done.values())
-    assert len(list(out.glob("shard-*.parquet"))) == n_shards
+    assert len(list(out.glob(f"shard-*{suffix}"))) == n_shards
     assert not list(out.glob(".*tmp*"))
 
 

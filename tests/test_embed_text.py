@@ -86,3 +86,24 @@ def test_stage_writes_store_and_records_truncation(small_config, ray_local):
     truncated_id = table.column("image_id")[0].as_py()
     assert ("embed_text", truncated_id, "caption truncated to the context") in rejected_files(cfg)
     assert not (out / "class_embeddings.parquet").exists()  # read by nothing: no longer computed
+
+
+def test_the_stages_store_is_memory_mapped_and_reads_as_a_parquet_one(store, tmp_path):
+    """embed_text writes Arrow IPC shards that the store maps (its float16 buffer is a view of the file, not a
+    copy); a Parquet store of the same rows (written before) serves the same embeddings."""
+    import pyarrow as pa
+
+    from pipeline.store import write_table
+
+    _, table = store
+    write_table(table.drop_columns(["shard"]), tmp_path / "shard-00000.arrow")
+    allocated = pa.total_allocated_bytes()
+    mapped = TextEmbeddingStore(tmp_path)
+    assert pa.total_allocated_bytes() - allocated < 1000  # nothing of the embeddings was copied into memory
+    parquet = TextEmbeddingStore(store[0])
+    ids = [f"id{i}" for i in range(len(CAPTIONS))]
+    for a, b in zip(mapped.batch(ids), parquet.batch(ids), strict=True):
+        assert torch.equal(a, b)
+    buffer = mapped.data[0]
+    assert not buffer.flags.owndata and not buffer.flags.writeable  # a read-only view of the mapped file
+    assert isinstance(pa.ipc.open_file(pa.memory_map(str(tmp_path / "shard-00000.arrow"))).schema, pa.Schema)

@@ -44,17 +44,19 @@ def ran(outcomes, stage: str) -> bool:
 
 @pytest.mark.parametrize("stage", ["caption", "embed_text"])
 def test_a_truncated_shard_of_a_complete_stage_is_redone_alone(trained, stage, capsys):
-    shards = sorted(out(trained, stage).glob("shard-*.parquet"))
+    suffix = {"caption": ".parquet", "embed_text": ".arrow"}[stage]  # the text store is Arrow IPC, memory-mapped
+    shards = sorted(out(trained, stage).glob(f"shard-*{suffix}"))
     assert len(shards) == 4
-    kept = {p.name: p.stat().st_mtime_ns for p in shards if p.name != "shard-00001.parquet"}
+    damaged = f"shard-00001{suffix}"
+    kept = {p.name: p.stat().st_mtime_ns for p in shards if p.name != damaged}
     truncate(shards[1])
-    assert [p.path.name for p in check_outputs(out(trained, stage))] == ["shard-00001.parquet"]
+    assert [p.path.name for p in check_outputs(out(trained, stage))] == [damaged]
     outcomes = run_pipeline(trained, STAGES)
     said = capsys.readouterr().err
     assert f"{stage}: damaged output of a complete run" in said and "redoing 1 shard(s)" in said
     assert ran(outcomes, stage) and not check_outputs(out(trained, stage))
-    assert {p.name: p.stat().st_mtime_ns for p in out(trained, stage).glob("shard-*.parquet")
-            if p.name != "shard-00001.parquet"} == kept  # the intact shards were not rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in out(trained, stage).glob(f"shard-*{suffix}")
+            if p.name != damaged} == kept  # the intact shards were not rewritten
     later = {"caption": ["embed_text", "train"], "embed_text": ["train"]}[stage]
     assert not any(ran(outcomes, s) for s in later)  # the same content: what follows is reused
 
