@@ -87,7 +87,7 @@ class Captioner:
 
 
 def load_captioner(model: str, dtype: str = "auto", device: torch.device | None = None, seed: int = 0) -> Captioner:
-    from models.tiny import TINY_CAPTIONERS, TINY_GENERATION, tiny_captioner
+    from models.tiny import RANDOM_BLIP2, TINY_CAPTIONERS, TINY_GENERATION, random_blip2_opt_2_7b, tiny_captioner
 
     device = device or pick_device()
     torch_dtype = resolve_dtype(dtype, device)
@@ -95,6 +95,11 @@ def load_captioner(model: str, dtype: str = "auto", device: torch.device | None 
         torch.manual_seed(seed)  # the same random weights in every replica
         processor, net = tiny_captioner(model)
         generation = TINY_GENERATION
+    elif model == RANDOM_BLIP2:  # the full-size architecture, random weights: benchmarks only
+        torch.manual_seed(seed)
+        with torch.device(device):
+            processor, net = random_blip2_opt_2_7b()
+        generation = {"min_new_tokens": 20}  # every caption as long as a real one: 20 new tokens
     else:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 

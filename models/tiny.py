@@ -39,6 +39,7 @@ TINY_CAPTION_WORDS = (
 PAD, BOS, EOS, UNK, IMAGE = range(len(TINY_SPECIALS))
 TINY_INIT = 0.2  # weight init std: large enough that the image, not the prompt alone, decides the words
 TINY_CAPTIONERS = ("tiny", "tiny-blip", "tiny-llava")  # BLIP-2 (OPT), BLIP (BERT decoder), LLaVA (Llama, chat)
+RANDOM_BLIP2 = "random-blip2-opt-2.7b"  # Salesforce/blip2-opt-2.7b's architecture, random weights: GPU benchmarks
 
 
 # What random weights need for their captions to say something: no special token generated, at least 4 words,
@@ -124,6 +125,25 @@ def tiny_caption_tokenizer(wrap: bool = False):
                                                            special_tokens=[("<s>", BOS), ("</s>", EOS)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", extra_special_tokens=["<image>"])
+
+
+def random_blip2_opt_2_7b():
+    """(processor, model) of Salesforce/blip2-opt-2.7b's full-size architecture with random weights, and a
+    word-level tokenizer of its vocabulary size built in memory: what a GPU benchmark times, offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor, PreTrainedTokenizerFast
+
+    from models.captioner import blip2_opt_2_7b_config
+
+    config = blip2_opt_2_7b_config()
+    words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(4, config.text_config.vocab_size)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 224, "width": 224}),
+                               tokenizer=tokenizer, num_query_tokens=config.num_query_tokens)
+    return processor, Blip2ForConditionalGeneration(config)
 
 
 def tiny_captioner(name: str):
