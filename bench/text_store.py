@@ -39,10 +39,11 @@ def write_store(out: Path, captions: int, tokens: int, dim: int, suffix: str, sh
         write_table(table.drop_columns(["shard"]), out / f"shard-{start // shard_size:05d}{suffix}")
 
 
-def rss_mb() -> float:
-    """This process's resident memory now (VmRSS)."""
+def rss_mb(kind: str = "RssAnon") -> float:
+    """This process's resident memory now: ``RssAnon`` (its own heap: what each worker pays) or ``RssFile``
+    (pages of mapped files: the page cache, shared by every worker of a node and evictable)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -54,7 +55,7 @@ def measure(store: str, captions: int, batches: int) -> dict:
     from stages.language import TextEmbeddingStore
 
     torch.set_num_threads(1)
-    before = rss_mb()
+    before, file_before = rss_mb(), rss_mb("RssFile")
     t0 = time.perf_counter()
     opened = TextEmbeddingStore(store)
     open_s, after_open = time.perf_counter() - t0, rss_mb()
@@ -67,7 +68,7 @@ def measure(store: str, captions: int, batches: int) -> dict:
         opened.batch(batch, max_tokens=77)
     seconds = time.perf_counter() - t0
     return {"open_s": open_s, "rss_open_mb": after_open - before, "rss_end_mb": rss_mb() - before,
-            "captions_per_s": 16 * batches / seconds}
+            "file_end_mb": rss_mb("RssFile") - file_before, "captions_per_s": 16 * batches / seconds}
 
 
 def main() -> None:
@@ -91,9 +92,10 @@ def main() -> None:
                                              str(args.captions), "--batches", str(args.batches)],
                                             capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             print(f"{fmt}: {args.captions} captions, c={args.dim}, ~{args.tokens} tokens: {size / 1e9:.2f} GB "
-                  f"({size / 1e6 / (args.captions / 1000):.1f} MB per 1,000); open {got['open_s']:.2f} s; resident "
-                  f"memory +{got['rss_open_mb']:.0f} MB after opening, +{got['rss_end_mb']:.0f} MB after "
-                  f"{args.batches} random batches; {got['captions_per_s']:,.0f} captions/s (batches of 16, 1 thread)",
+                  f"({size / 1e6 / (args.captions / 1000):.1f} MB per 1,000); open {got['open_s']:.2f} s; the worker's own "
+                  f"memory (RssAnon) +{got['rss_open_mb']:.0f} MB after opening, +{got['rss_end_mb']:.0f} MB after "
+                  f"{args.batches} random batches of 16; mapped file pages (RssFile, shared page cache) "
+                  f"+{got['file_end_mb']:.0f} MB; {got['captions_per_s']:,.0f} captions/s (1 thread)",
                   flush=True)
 
 
