@@ -44,7 +44,7 @@ def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch
     text = torch.randn(3, 4, 8)
     batch = train.Batch(images, labels, (text, torch.ones(3, 4, dtype=torch.bool)), images,
                         (text, torch.ones(3, 4, dtype=torch.bool)))
-    cfg = load_config(None, ["train.mix=classmix"])
+    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=unlabelled"])
     view = train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
     source = torch.round((view.images[:, 0] - 0.1) / 0.4).long()  # which image each pixel came from
     assert set(source.unique().tolist()) == {0, 1, 2}
@@ -211,7 +211,7 @@ def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     text = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
     batch = train.Batch(torch.rand(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), text, torch.rand(2, 3, 32, 32), text)
     cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5"])
-    _, logs = train.train_step(batch, student, teacher, torch.nn.CrossEntropyLoss(), cfg, amp=False)
+    _, logs = train.train_step(batch, student, teacher, torch.nn.CrossEntropyLoss(ignore_index=255), cfg, amp=False)
     ((images, perturb, logits),) = student.calls
     if not p:
         assert images.shape[0] == 4 and perturb == (0, 0.0) and "loss_fp" not in logs
