@@ -71,7 +71,8 @@ def test_report_tables(tmp_path):
     fake_run(tmp_path, m, "ccc", miou=0.725, labelled_target=200)
     fake_run(tmp_path, m, "ddd", miou=0.769, source="synthia")
     fake_run(tmp_path, m, "eee", miou=0.5, ct=False, vlp=False, vision_init="random")
-    fake_run(tmp_path, m, "fff", miou=0.42, dlg_captions="shuffled")
+    fake_run(tmp_path, m, "fff", miou=0.42, dlg_captions="shuffled",
+             mixing="classmix: cross-domain 50 %, within the target 50 %")
     ctx = report_context(tmp_path, m)
     result = report.run(ctx)
     assert result.rows == 6
@@ -88,6 +89,7 @@ def test_report_tables(tmp_path):
     # the caption-content control: beside DLG with its own captions, and no paper figure (the paper has none)
     assert "| ✓ | ✓ | ✓ | ✓ | shuffled | gta5→cityscapes | 100 | mIoU19 | 42.0 | 1 | - |" in text
     assert "| SemiDAViL, shuffled captions | 42.0 |" in text
+    assert "| SemiDAViL, shuffled captions, N=100, seed 0 | classmix: cross-domain 50 %, within the target 50 % |" in text
     for figure in ("curves.png", "per_class.png", "confusion_0.png", "index.html"):
         assert (ctx.out_dir / figure).stat().st_size > 1000, figure
     assert (ctx.out_dir / "runs.parquet").exists()
