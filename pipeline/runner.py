@@ -116,10 +116,11 @@ def run_pipeline(cfg: Config, only: list[str] | None = None, skip: tuple[str, ..
         return outcomes
 
 
-def completion(name: str, fp: str, stage_pl: dict[str, Any], run: StageRun) -> dict[str, Any]:
-    """A completion record (``pipeline.outputs``) from the manifest's record of a complete run."""
-    return {"stage": name, "fingerprint": fp, "payload": stage_pl, "rows": run.rows, "details": run.details,
-            "digests": run.digests}
+def completion(name: str, fp: str, stage_pl: dict[str, Any], rows: int | None, details: dict[str, Any],
+               digests: dict[str, str]) -> dict[str, Any]:
+    """What a completion record (``pipeline.outputs``) holds besides the outputs: what the manifest records."""
+    return {"stage": name, "fingerprint": fp, "payload": stage_pl, "rows": rows, "details": details,
+            "digests": digests}
 
 
 def repair(manifest: Manifest, stage: StageModule, name: str, fp: str, out_dir: Path, problems: list[Problem]) -> None:
@@ -173,7 +174,7 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome
     out_dir = stage_dir(workdir, name, fp)
     if (done := completed(manifest, workdir, name, fp)) is not None:
         if not (out_dir / COMPLETE_FILE).exists():  # completed by a version that did not record its outputs
-            write_record(out_dir, completion(name, fp, stage_pl, done))
+            write_record(out_dir, completion(name, fp, stage_pl, done.rows, done.details, done.digests))
         if not (problems := check_outputs(out_dir)):
             console.print(f"[green]✓[/] {name}: complete with fingerprint {fp[:12]}, skipped")
             return Outcome(name, True, done)
@@ -196,8 +197,7 @@ def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome
             raise StageError(f"stage {name} failed: {type(err).__name__}: {first_line} "
                              f"(the traceback is in {workdir / MANIFEST_FILE}; `semidavil status` shows it)") from err
         raise
-    write_record(out_dir, {"stage": name, "fingerprint": fp, "payload": stage_pl, "rows": result.rows,
-                           "details": result.details, "digests": result.digests})
+    write_record(out_dir, completion(name, fp, stage_pl, result.rows, result.details, result.digests))
     manifest.end_stage(stage_run_id, "complete", rows=result.rows, details=result.details, digests=result.digests)
     record = manifest.latest_stage_run(name, fp)
     console.print(f"[green]✓[/] {name}: {result.rows} rows in {record.seconds:.1f} s")

@@ -103,8 +103,13 @@ def served_captions(store_path: Path | str, image_ids: list[str], captions: str 
 
 
 def _columns(store_path: Path) -> list[str]:
+    """The store's column names, from its first shard's schema (no data read)."""
+    import pyarrow.parquet as pq
+
     files = shard_files(store_path)
-    return read_parquet(files[0]).column_names if files else []
+    if not files:
+        return []
+    return read_parquet(files[0]).column_names if files[0].suffix == ".arrow" else pq.read_schema(files[0]).names
 
 
 @lru_cache(maxsize=4)
