@@ -21,6 +21,8 @@ VARIANTS = {
                                                                   "loss.pasted_gt=sup"],
     "CT, both mixes 50/50 (IIDM), pasted ground truth in L_CT": ["train.mix_from=both", "train.cross_domain_ratio=0.5",
                                                                  "loss.pasted_gt=ct"],
+    "CT, both mixes 75/25 (IIDM), pasted ground truth in L_sup": ["train.mix_from=both", "train.cross_domain_ratio=0.75",
+                                                                  "loss.pasted_gt=sup"],
 }
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.lock import WorkdirBusy
 from pipeline.progress import console as err_console
-from pipeline.runner import STAGES, fingerprints, rejected_files, run_pipeline, stage_dir, status_rows
+from pipeline.runner import STAGES, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
 from pipeline.stage import StageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -67,6 +67,10 @@ def print_results(cfg: Config) -> None:
     if not path.exists():
         return
     metrics = json.loads(path.read_text())
+    if cfg.task == "synapse":
+        print_volume_results(metrics)
+        print_report_path(cfg, fps)
+        return
     table = Table(title=f"Target val IoU ({metrics['images']} images)")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -76,6 +80,17 @@ def print_results(cfg: Config) -> None:
     for key in ("mIoU19", "mIoU16", "mIoU13"):
         out.print(f"{key}: {100 * metrics[key]:.2f}")
     print_report_path(cfg, fps)
+
+
+def print_volume_results(metrics: dict) -> None:
+    """The volumetric task's DSC and ASD per organ on the test cases, and their means."""
+    table = Table(title=f"Test DSC and ASD ({metrics['cases']} cases)")
+    for column in ("organ", "DSC %", "ASD (voxels)"):
+        table.add_column(column, justify="left" if column == "organ" else "right")
+    for name, scores in metrics["per_class"].items():
+        table.add_row(name, f"{100 * scores['dsc']:.1f}", f"{scores['asd']:.2f}")
+    out.print(table)
+    out.print(f"mean DSC: {100 * metrics['mean_dsc']:.2f}  mean ASD: {metrics['mean_asd']:.2f}")
 
 
 def print_report_path(cfg: Config, fps: dict[str, str | None] | None = None) -> None:
@@ -95,14 +110,16 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = Non
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)}.")],
+def stage(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)} (task synapse: no caption, "
+                                                     "embed_text).")],
           config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None, workdir: WorkdirOpt = None,
           strict: Annotated[bool, typer.Option(help="Fail ingest on any broken file.")] = False) -> None:
     """Run one stage; its inputs must be complete."""
-    if name not in STAGES:
-        err_console.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        raise typer.Exit(2)
     cfg = _config(config, set_, address, workdir, strict)
+    if name not in stages_of(cfg):
+        err_console.print(f"[red]error:[/] unknown stage {name!r} for task {cfg.task}; stages: "
+                          f"{', '.join(stages_of(cfg))}")
+        raise typer.Exit(2)
     _execute(cfg, [name])
     if name == "evaluate":
         print_results(cfg)
@@ -268,7 +285,7 @@ def verify(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = 
     from pipeline.outputs import verify_workdir
 
     cfg = _config(config, set_, workdir=workdir)
-    bad, intact, unfinished = verify_workdir(Path(cfg.paths.workdir), STAGES)
+    bad, intact, unfinished = verify_workdir(Path(cfg.paths.workdir), STAGES)  # every task's stage names
     for problem in bad:
         out.print(f"[red]damaged[/] {problem}", soft_wrap=True, highlight=False)
     out.print(f"{intact} complete stage output(s) intact, {len(bad)} damaged or missing file(s), "

@@ -185,11 +185,70 @@ class ClusterConfig(Section):
     num_cpus: int | None = None  # for a local Ray only
 
 
+class VolumeDataConfig(Section):
+    """The volumetric task's data (``task: synapse``): Synapse in its released or DHC's preprocessed layout."""
+
+    name: Literal["demo", "synapse"] = "demo"  # demo: CT-like volumes generated under <workdir>/data/demo
+    root: Path | None = None  # synapse: imagesTr/img00XX.nii.gz + labelsTr/label00XX.nii.gz, or <case>_image.npy + <case>_label.npy
+    layout: Literal["auto", "nifti", "npy"] = "auto"  # auto: nifti when imagesTr/ is there, else npy
+    splits: Path | None = None  # a folder with train.txt, eval.txt, test.txt; None: GenericSSL's Synapse split (shipped)
+    hu_window: tuple[float, float] = (-75.0, 275.0)  # intensities clipped to it, then scaled to [0, 1] per volume
+    halve: bool = True  # halve the in-plane size (H, W), as DHC does; depth kept
+
+    @model_validator(mode="after")
+    def _root(self) -> VolumeDataConfig:
+        if self.name != "demo" and self.root is None:
+            raise ValueError("root: required for synapse (the folder holding imagesTr/ and labelsTr/, or the .npy files)")
+        for key in ("root", "splits"):
+            value = getattr(self, key)
+            if value is not None and not Path(value).expanduser().exists():
+                raise ValueError(f"{key}: path does not exist: {value}")
+        return self
+
+
+class VolumeDemoConfig(Section):
+    """CT-like demo volumes: 13 organ-like bodies with Synapse's imbalance, HU-like intensities and noise."""
+
+    depth: int = Field(32, ge=8)
+    height: int = Field(96, ge=16)  # before the in-plane halving
+    width: int = Field(96, ge=16)
+    noise: float = Field(20.0, ge=0)  # HU standard deviation
+    seed: int = 0
+
+
+class VolumeConfig(Section):
+    """Network, method and evaluation of the volumetric task (DHC's protocol); the loss (``loss.dyce``,
+    ``hard_ratio``, ``omega``) and the run (``train.iterations``, ``batch_size``, ``lr``, ``weight_decay``,
+    ``lr_power``, ``seed``, workers, checkpoints) are the shared sections'."""
+
+    data: VolumeDataConfig = VolumeDataConfig()
+    demo: VolumeDemoConfig = VolumeDemoConfig()
+    method: Literal["supervised", "uamt", "depl", "dhc"] = "dhc"
+    n_filters: int = Field(32, ge=1)  # V-Net width (DHC: 32 for Synapse)
+    dropout: bool = True  # V-Net's Dropout3d(0.5) after the bottleneck and the last block, while training
+    patch: tuple[int, int, int] = (64, 128, 128)  # D, H, W of the random training patches and the sliding windows
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD, Nesterov
+    unsup_weight: float = Field(0.1, ge=0)  # λ of the unsupervised term (DHC README: -w 0.1), ramped up by a sigmoid
+    rampup: bool = True  # sigmoid ramp-up exp(-5 (1 - t/T)^2) of the unsupervised weight
+    ema_alpha: float = Field(0.99, ge=0, le=1)  # UA-MT's teacher
+    uamt_passes: int = Field(8, ge=2)  # UA-MT: noisy teacher passes for the uncertainty (T)
+    depl_threshold: float = Field(0.9, ge=0, le=1)  # DePL: confidence of a debiased pseudo-label
+    stride: tuple[int, int] = (32, 16)  # sliding-window strides (in-plane, depth): DHC's test.py
+    save_slices: int = Field(3, ge=0)  # test cases whose middle slices the report shows
+
+    @model_validator(mode="after")
+    def _patch(self) -> VolumeConfig:
+        if any(p % 16 for p in self.patch):
+            raise ValueError(f"patch: every side must be a multiple of 16 (the V-Net halves it 4 times), got {self.patch}")
+        return self
+
+
 class PathsConfig(Section):
     workdir: Path = Path("runs/demo")
 
 
 class Config(Section):
+    task: Literal["street", "synapse"] = "street"  # street: SSDA on street scenes; synapse: 3D CT (Table 5)
     data: DataConfig = DataConfig()
     caption: CaptionConfig = CaptionConfig()
     text: TextConfig = TextConfig()
@@ -199,6 +258,7 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
     paths: PathsConfig = PathsConfig()
+    volumes: VolumeConfig = VolumeConfig()
 
     _demo_captions = model_validator(mode="after")(_demo_captions_need_the_demo)
 

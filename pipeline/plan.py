@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.manifest import Manifest
-from pipeline.runner import STAGES, completed, open_manifest, stage_module, stage_payload
+from pipeline.runner import completed, open_manifest, stage_module, stage_payload, stages_of
 from pipeline.stage import fingerprint
 
 RESUMABLE = {"caption", "embed_text", "train"}  # keep their shards or checkpoints across a stop
@@ -74,8 +74,8 @@ def plan(cfg: Config) -> list[PlanRow]:
     fps: dict[str, str | None] = {}
     blocked_by: dict[str, str] = {}  # stage -> the stage that must run before its fingerprint is known
     rows = []
-    for name in STAGES:
-        stage = stage_module(name)
+    for name in stages_of(cfg):
+        stage = stage_module(name, cfg.task)
         stage_pl = stage_payload(cfg, manifest, name, fps)
         if stage_pl is None:
             waits = next(i for i in stage.INPUTS if fps[i] is None or completed(manifest, workdir, i, fps[i]) is None)

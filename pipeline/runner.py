@@ -22,17 +22,25 @@ from pipeline.manifest import Manifest, StageRun
 from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
+from stages.tasks import TASKS, task_of
 
-STAGES = ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report")  # the DAG, inputs first
+STAGES = tuple(TASKS["street"].stages)  # the street task's DAG, inputs first
+
+
+def stages_of(cfg: Config) -> tuple[str, ...]:
+    """The stages of the config's task, inputs first (the volumetric task has no caption or embed_text)."""
+    return tuple(task_of(cfg.task).stages)
 
 
 @cache
-def stage_module(name: str) -> StageModule:
-    """``stages.<name>``, imported on first use: a stage module is its interface (name, version, inputs,
-    fingerprint slice) and imports nothing heavy; its ``run`` loads the rest."""
-    if name not in STAGES:
-        raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    return importlib.import_module(f"stages.{name}")
+def stage_module(name: str, task: str = "street") -> StageModule:
+    """The task's module for stage ``name`` (``stages.<name>`` for the street task), imported on first use: a
+    stage module is its interface (name, version, inputs, fingerprint slice) and imports nothing heavy; its
+    ``run`` loads the rest."""
+    modules = task_of(task).stages
+    if name not in modules:
+        raise StageError(f"unknown stage {name!r} for task {task}; stages: {', '.join(modules)}")
+    return importlib.import_module(modules[name])
 MANIFEST_FILE = "manifest.duckdb"
 
 
@@ -61,7 +69,7 @@ def completed(manifest: Manifest | None, workdir: Path, name: str, fp: str | Non
 def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[str, str | None]
                   ) -> dict[str, Any] | None:
     """What stage ``name``'s fingerprint hashes, or None while an input's digest is not known yet."""
-    stage, workdir = stage_module(name), Path(cfg.paths.workdir)
+    stage, workdir = stage_module(name, cfg.task), Path(cfg.paths.workdir)
     inputs = {}
     for inp in stage.INPUTS:
         key = getattr(stage, "INPUT_DIGESTS", {}).get(inp)
@@ -82,7 +90,7 @@ def fingerprints(cfg: Config, manifest: Manifest | None = None) -> dict[str, str
     if manifest is None:
         manifest = open_manifest(cfg, read_only=True)
     fps: dict[str, str | None] = {}
-    for name in STAGES:
+    for name in stages_of(cfg):
         p = stage_payload(cfg, manifest, name, fps)
         fps[name] = None if p is None else fingerprint(p)
     return fps
@@ -98,10 +106,11 @@ class Outcome:
 def run_pipeline(cfg: Config, only: list[str] | None = None, skip: tuple[str, ...] = ()) -> list[Outcome]:
     """Run every stage but ``skip`` (or ``only`` these, whose inputs must then be complete); say what happened."""
     workdir = Path(cfg.paths.workdir).resolve()  # Ray workers run elsewhere: every path they get is absolute
-    names = [n for n in STAGES if n not in skip] if only is None else only
+    known = stages_of(cfg)
+    names = [n for n in known if n not in skip] if only is None else only
     for name in names:
-        if name not in STAGES:
-            raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        if name not in known:
+            raise StageError(f"unknown stage {name!r} for task {cfg.task}; stages: {', '.join(known)}")
     with WorkdirLock(workdir):
         manifest = open_manifest(cfg)
         run_id = manifest.start_run(" ".join(sys.argv[1:]) or "run_pipeline")
@@ -163,7 +172,7 @@ def adopt(manifest: Manifest, run_id: str, stage: StageModule, name: str, fp: st
 
 
 def _run_one(cfg: Config, manifest: Manifest, run_id: str, name: str) -> Outcome:
-    stage, workdir = stage_module(name), Path(cfg.paths.workdir).resolve()
+    stage, workdir = stage_module(name, cfg.task), Path(cfg.paths.workdir).resolve()
     fps = fingerprints(cfg, manifest)
     missing = [i for i in stage.INPUTS if completed(manifest, workdir, i, fps[i]) is None]
     if missing:  # within a full run the inputs ran first, so only a single stage gets here
@@ -230,4 +239,4 @@ def rejected_files(cfg: Config) -> list[tuple[str, str, str]]:
     if manifest is None:
         return []
     fps = fingerprints(cfg, manifest)
-    return [r for name in STAGES if fps[name] for r in manifest.rejected(name, fps[name])]
+    return [r for name in stages_of(cfg) if fps[name] for r in manifest.rejected(name, fps[name])]

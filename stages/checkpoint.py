@@ -33,11 +33,22 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     step: int
-    student: dict[str, torch.Tensor]
-    teacher: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]  # a torch optimizer state_dict
+    networks: dict[str, dict[str, torch.Tensor]]  # name -> state_dict: student and teacher; a, b; net
+    optimizers: dict[str, dict[str, Any]]  # name -> a torch optimizer state_dict ("optimizer" for one)
     meta: dict[str, Any]  # text_dim, num_classes, ...
     rng: dict[str, Any]  # python, numpy, torch (and cuda) generator states
+
+    @property
+    def student(self) -> dict[str, torch.Tensor]:
+        return self.networks["student"]
+
+    @property
+    def teacher(self) -> dict[str, torch.Tensor]:
+        return self.networks["teacher"]
+
+    @property
+    def optimizer(self) -> dict[str, Any]:
+        return self.optimizers["optimizer"]
 
 
 # random number generators ---------------------------------------------------------------------------
@@ -62,12 +73,12 @@ def set_rng_state(rng: dict[str, Any]) -> None:
 
 
 # the optimizer as tensors + JSON -------------------------------------------------------------------
-def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _split_optimizer(state: dict[str, Any], name: str = "optimizer") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     tensors, plain = {}, {}
     for pid, entries in state["state"].items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
+                tensors[f"{name}.{pid}.{key}"] = value
             else:
                 plain[f"{pid}.{key}"] = value
     return {"param_groups": state["param_groups"], "plain": plain}, tensors
@@ -76,7 +87,7 @@ def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, t
 def _join_optimizer(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        pid, key = name.removeprefix("optimizer.").split(".", 1)
+        pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     for name, value in header["plain"].items():
         pid, key = name.split(".", 1)
@@ -87,15 +98,27 @@ def _join_optimizer(header: dict[str, Any], tensors: dict[str, torch.Tensor]) ->
 # files -------------------------------------------------------------------------------------------------
 def save_checkpoint(path: Path, step: int, student: torch.nn.Module, teacher: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
-    """Write the checkpoint whole (temporary name, then rename)."""
+    """The SSDA trainer's checkpoint: student, teacher and their optimizer."""
+    return save_state(path, step, {"student": student, "teacher": teacher}, {"optimizer": optimizer}, meta)
+
+
+def save_state(path: Path, step: int, networks: dict[str, torch.nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any]) -> Path:
+    """Write a checkpoint of any trainer's networks and optimizers (by name) whole: temporary name, then rename."""
     from safetensors.torch import save_file
 
-    opt_header, opt_tensors = _split_optimizer(optimizer.state_dict())
+    if set(networks) & set(optimizers) or "rng" in {*networks, *optimizers}:
+        raise ValueError(f"checkpoint names must differ: networks {sorted(networks)}, optimizers {sorted(optimizers)}")
+    opt_headers, tensors = {}, {}
+    for name, optimizer in optimizers.items():
+        opt_headers[name], opt_tensors = _split_optimizer(optimizer.state_dict(), name)
+        tensors.update(opt_tensors)
     rng_header, rng_tensors = rng_state()
-    tensors = {**{f"student.{k}": v for k, v in student.state_dict().items()},
-               **{f"teacher.{k}": v for k, v in teacher.state_dict().items()}, **opt_tensors, **rng_tensors}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"format": FORMAT, "step": step, "meta": meta, "optimizer": opt_header, "rng": rng_header}
+    for name, net in networks.items():
+        tensors.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in {**tensors, **rng_tensors}.items()}
+    header = {"format": FORMAT, "step": step, "meta": meta, "networks": sorted(networks), "optimizers": opt_headers,
+              "rng": rng_header}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"semidavil": json.dumps(header)})
     return Path(path)
@@ -136,8 +159,11 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Che
     header = _read_header(path)  # refuses anything but our safetensors files before any tensor is read
     tensors = load_file(str(path), device=str(device))
     rng = {**header["rng"], **{k: v.cpu() for k, v in _by_prefix(tensors, "rng.").items()}}
-    return Checkpoint(header["step"], _by_prefix(tensors, "student."), _by_prefix(tensors, "teacher."),
-                      _join_optimizer(header["optimizer"], _by_prefix(tensors, "optimizer.")), header["meta"], rng)
+    opt_headers = header.get("optimizers") or {"optimizer": header["optimizer"]}  # files before several optimizers
+    networks = header.get("networks", list(NETWORKS))
+    return Checkpoint(header["step"], {n: _by_prefix(tensors, f"{n}.") for n in networks},
+                      {n: _join_optimizer(h, _by_prefix(tensors, f"{n}.")) for n, h in opt_headers.items()},
+                      header["meta"], rng)
 
 
 def read_meta(path: Path | str) -> dict[str, Any]:

@@ -58,6 +58,20 @@ def read_index(path: Path | str, roots: dict[str, Path | str]) -> list[dict[str,
     return resolve_rows(pq.read_table(path).to_pylist(), roots)
 
 
+def split_file_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, entry) of a split file, without blank lines and # comments."""
+    lines = enumerate(Path(path).read_text().splitlines(), 1)
+    return [(n, line.strip()) for n, line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def index_digests(table: pa.Table) -> dict[str, str]:
+    """``images``: which images and their content; ``index``: everything in the index."""
+    from pipeline.stage import digest
+
+    images = table.select(["image_id", "image_path", "image_hash"])
+    return {"images": digest(images.to_pydict()), "index": digest(table.to_pydict())}
+
+
 def read_split(out_dir: Path) -> set[str]:
     """The labelled image ids a split stage wrote."""
     return set(Path(out_dir, SPLIT_FILE).read_text().split())

@@ -26,11 +26,11 @@ from PIL import Image
 
 from pipeline.config import LAYOUTS, Config
 from pipeline.progress import console, progress
-from pipeline.stage import StageContext, StageError, StageResult, digest
+from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_parquet
 from stages import demo_world
 from stages.datasets import MAX_LABEL_ID, Sample, list_samples, read_raw_label
-from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots
+from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
@@ -144,8 +144,3 @@ def run(ctx: StageContext) -> StageResult:
     domains = {role: int(pc.sum(pc.equal(table["domain"], role)).as_py() or 0) for role in ("source", "target")}
     return StageResult(len(table), {"rejected": len(rejected), **domains}, digests=index_digests(table))
 
-
-def index_digests(table: pa.Table) -> dict[str, str]:
-    """``images``: which images and their content; ``index``: everything in the index."""
-    images = table.select(["image_id", "image_path", "image_hash"])
-    return {"images": digest(images.to_pydict()), "index": digest(table.to_pydict())}

@@ -1,7 +1,8 @@
 """Stage 2, split: which target train images are labelled (DESIGN §6).
 
-N images chosen from a seed (``data.labelled_target``, ``data.seed``), or a user's list
-(``data.split_file``, fingerprinted by its content, not its path). Writes ``labelled.txt`` (one image_id
+N images chosen from a seed (``data.labelled_target``, ``data.seed``), or a list (``data.split_file``, or the
+task's own: Synapse's labelled cases at 20 %), fingerprinted by its content, not its path. Both tasks: the
+index's target train rows are the candidates (the Synapse train cases). Writes ``labelled.txt`` (one image_id
 a line). Training depends on the ``labelled`` digest, the list of ids itself: two ways of naming the same
 split train the same model once, and a label sweep never touches captions.
 """
@@ -17,7 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.config import Config, DataConfig
 from pipeline.stage import StageContext, StageError, StageResult, digest
 from pipeline.store import write_atomic
-from stages.index import INDEX_FILE, SPLIT_FILE
+from stages.index import INDEX_FILE, SPLIT_FILE, split_file_lines
+from stages.tasks import task_of
 
 NAME = "split"
 VERSION = 1
@@ -25,28 +27,30 @@ INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "index"}
 
 
-def split_file_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, entry) of a split file, without blank lines and # comments."""
-    lines = enumerate(Path(path).read_text().splitlines(), 1)
-    return [(n, line.strip()) for n, line in lines if line.strip() and not line.strip().startswith("#")]
+def split_file(cfg: Config) -> Path | None:
+    """The labelled list to read: ``data.split_file``, else the task's own (Synapse at 20 %: GenericSSL's
+    ``labeled_0.2.txt``), else None (N chosen from the seed)."""
+    return cfg.data.split_file or task_of(cfg.task).default_split_file
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    data = cfg.data
-    if data.split_file is not None:
-        entries = sorted(e for _, e in split_file_lines(data.split_file))
+    data, path = cfg.data, split_file(cfg)
+    if path is not None:
+        entries = sorted(e for _, e in split_file_lines(path))
         return {"data": {"split_file": "content sha256:" + hashlib.sha256("\n".join(entries).encode()).hexdigest()}}
     return {"data": {"labelled_target": data.labelled_target, "seed": data.seed}}
 
 
-def labelled_split(train_ids: list[str], data: DataConfig) -> list[str]:
-    """The labelled target images, sorted: a user's split file, or N chosen from the seed."""
-    if data.split_file is not None:
+def labelled_split(train_ids: list[str], data: DataConfig, path: Path | None = None) -> list[str]:
+    """The labelled target images, sorted: a split file (``path``, default ``data.split_file``), or N chosen
+    from the seed."""
+    path = path or data.split_file
+    if path is not None:
         known, chosen = set(train_ids), set()
-        for lineno, name in split_file_lines(data.split_file):
+        for lineno, name in split_file_lines(path):
             match = _match_split_name(name, known)
             if match is None:
-                raise StageError(f"{data.split_file}:{lineno}: {name!r} is not a target train image")
+                raise StageError(f"{path}:{lineno}: {name!r} is not a target train image")
             chosen.add(match)
         return sorted(chosen)
     n = len(train_ids) if data.labelled_target == "all" else data.labelled_target
@@ -69,9 +73,10 @@ def _match_split_name(name: str, known: set[str]) -> str | None:
 def run(ctx: StageContext) -> StageResult:
     index = pq.read_table(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "domain", "split"]).to_pylist()
     train_ids = [r["image_id"] for r in index if r["domain"] == "target" and r["split"] == "train"]
-    chosen = labelled_split(train_ids, ctx.cfg.data)
+    path = split_file(ctx.cfg)
+    chosen = labelled_split(train_ids, ctx.cfg.data, path)
     write_atomic(ctx.out_dir / SPLIT_FILE, lambda tmp: tmp.write_text("".join(f"{i}\n" for i in chosen)))
-    source = str(ctx.cfg.data.split_file) if ctx.cfg.data.split_file else \
+    source = str(path) if path else \
         f"{ctx.cfg.data.labelled_target} from seed {ctx.cfg.data.seed}"
     return StageResult(len(chosen), {"labelled": len(chosen), "unlabelled": len(train_ids) - len(chosen),
                                      "from": source, "split_file": str(ctx.out_dir / SPLIT_FILE)},

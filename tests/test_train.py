@@ -169,9 +169,10 @@ def ddp_probe(config):  # pickled by value into each Ray Train worker
     import ray.train
 
     import stages.train.loop as t
+    import stages.training as shared
 
     rank = ray.train.get_context().get_world_rank()
-    seen, real_optimise, real_next, real_save = {}, t.optimise, t.next_batch, t.save_checkpoint
+    seen, real_optimise, real_next, real_save = {}, t.optimise, t.next_batch, shared.save_state
     drawn = []
 
     def optimise(w, step):
@@ -187,7 +188,7 @@ def ddp_probe(config):  # pickled by value into each Ray Train worker
         Path(config["out_dir"], f"saved-by-rank-{rank}").touch()
         return real_save(*args, **kwargs)
 
-    t.optimise, t.next_batch, t.save_checkpoint = optimise, next_batch, save
+    t.optimise, t.next_batch, shared.save_state = optimise, next_batch, save
     logs = t.train_func(config)
     w = seen["worker"]
     digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()

@@ -63,7 +63,7 @@ class Table:
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {}
+    return {} if cfg.task == "street" else {"task": cfg.task}  # the street task's reports keep their fingerprint
 
 
 def evaluated(manifest: Manifest | None, workdir: Path) -> list[str]:
@@ -248,9 +248,14 @@ def caption_text(example: dict[str, Any], run: dict[str, Any]) -> str:
 def run(ctx: StageContext) -> StageResult:
     from stages.report.html import render
 
-    runs = collect_runs(ctx.workdir, evaluated(ctx.manifest, ctx.workdir))
+    runs = [r for r in collect_runs(ctx.workdir, evaluated(ctx.manifest, ctx.workdir))
+            if r.get("task", "street") == ctx.cfg.task]  # a work directory may hold both tasks' runs
     if not runs:
-        raise StageError(f"{ctx.workdir}: no evaluated run to report")
+        raise StageError(f"{ctx.workdir}: no evaluated run of task {ctx.cfg.task} to report")
+    if ctx.cfg.task == "synapse":
+        from stages.report.volumes import report_volumes
+
+        return report_volumes(ctx, runs)
     tables = [*benchmark_tables(runs), ablation_table(runs), class_table(runs)]
     figs = figures(runs, ctx.out_dir)
     text = "\n\n".join([

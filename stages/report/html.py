@@ -32,11 +32,12 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def curves_figure(named_metrics: list[tuple[str, list[dict[str, float]]]], path: Path) -> str:
-    """One panel per logged quantity, one line per run."""
+def curves_figure(named_metrics: list[tuple[str, list[dict[str, float]]]], path: Path,
+                  curves: tuple[tuple[str, str], ...] = CURVES) -> str:
+    """One panel per logged quantity (``curves``: key, title), one line per run."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
-    for ax, (key, title) in zip(axes, CURVES, strict=True):
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2))
+    for ax, (key, title) in zip(axes, curves, strict=True):
         for name, metrics in named_metrics:
             points = [(m["step"], m[key]) for m in metrics if key in m]
             if points:
@@ -104,9 +105,14 @@ def example_cells(example: dict[str, str], out_dir: Path, key: str) -> list[str]
 
 
 def render(context: dict[str, Any], path: Path) -> None:
+    render_template("index.html.j2", context, path)
+
+
+def render_template(name: str, context: dict[str, Any], path: Path) -> None:
+    """``name`` (a jinja2 template beside this module) rendered with ``context``, written whole to ``path``."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    html = env.get_template("index.html.j2").render(**context)
+    html = env.get_template(name).render(**context)
     write_atomic(path, lambda tmp: tmp.write_text(html))

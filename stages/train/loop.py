@@ -10,41 +10,37 @@ on its own with world size 1, for profiling and benchmarks. A step:
 
 Checkpoints (``checkpoints/last.safetensors``, no pickle) are written whole by rank 0 every
 ``train.checkpoint_every`` steps and reported to Ray Train; a restarted run continues from the last one,
-drawing the same batches an uninterrupted run would have drawn.
+drawing the same batches an uninterrupted run would have drawn. Rank, device, checkpoints, the log and the Ray
+fit are ``stages.training``'s, shared with the volumetric trainer; this module keeps the SSDA method.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.config import vision_init
-from models.device import pick_device
 from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
 from pipeline.config import Config, TrainConfig, uses_consistency
-from pipeline.progress import console, progress
+from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
-from stages.checkpoint import Checkpoint, checkpoint_step, load_checkpoint, save_checkpoint, set_rng_state
+from stages import training
+from stages.checkpoint import Checkpoint
 from stages.datasets import CLASSES
 from stages.index import INDEX_FILE, dataset_roots, read_index, read_split
 from stages.language import TextEmbeddingStore
 from stages.loader import STREAMS, Streams, default_workers, stream
-from stages.trained import CHECKPOINT, METRICS, SETUP, read_metrics
+from stages.trained import CHECKPOINT, METRICS, SETUP  # noqa: F401  (where a run keeps them; tests read them here)
+from stages.training import distribute, latest_checkpoint, log_step, poly_lr, seed_step_rngs, worker_device
 
 NUM_CLASSES = len(CLASSES)
 
@@ -314,11 +310,6 @@ def lr_factor(step: int, t: TrainConfig) -> float:
     return warm * poly_lr(step, t.iterations, t.lr_power)
 
 
-def poly_lr(step: int, total: int, power: float) -> float:
-    """lr multiplier (1 - t/T)^power: the paper's decay with factor 0.9, as polynomial decay."""
-    return (1.0 - min(step, total) / total) ** power
-
-
 # the worker function ---------------------------------------------------------------------------------
 @dataclass
 class Learner:
@@ -333,11 +324,16 @@ class Learner:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * lr_factor(step, t)
 
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"student": self.student, "teacher": self.teacher}
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
     def restore(self, ckpt: Checkpoint) -> int:
-        self.student.load_state_dict(ckpt.student)
-        self.teacher.load_state_dict(ckpt.teacher)
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        return ckpt.step
+        return training.restore(ckpt, self.networks, self.optimizers)
 
 
 def build_learner(cfg: Config, text_dim: int, device: torch.device) -> Learner:
@@ -347,81 +343,6 @@ def build_learner(cfg: Config, text_dim: int, device: torch.device) -> Learner:
     optimizer = torch.optim.AdamW(student.param_groups(t.lr, t.backbone_lr_mult, t.weight_decay), betas=(0.9, 0.999),
                                   fused=device.type == "cuda")  # one kernel for all parameters on GPU
     return Learner(student, make_teacher(student), optimizer, [g["lr"] for g in optimizer.param_groups])
-
-
-def _world(use_ray: bool) -> tuple[int, int, torch.device]:
-    if use_ray:
-        import ray.train
-        import ray.train.torch
-
-        ctx = ray.train.get_context()
-        return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
-    return 0, 1, pick_device()
-
-
-def _use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
-    """``auto``: whether GPUs are there, on this machine or, under Ray, anywhere in the cluster (the driver
-    may run on a CPU-only head node)."""
-    if t.use_gpu != "auto":
-        return bool(t.use_gpu)
-    if on_ray:
-        import ray
-
-        return ray.cluster_resources().get("GPU", 0) > 0
-    return torch.cuda.is_available()
-
-
-def latest_checkpoint(out_dir: Path, use_ray: bool, device: torch.device) -> Checkpoint | None:
-    """The newest of Ray Train's reported checkpoint (after it restarted a failed worker group) and this
-    stage's own file (rank 0 writes it before reporting; a worker killed right after may leave Ray an older
-    one), or None."""
-    paths = [out_dir / CHECKPOINT]
-    if use_ray:
-        import ray.train
-
-        if (reported := ray.train.get_checkpoint()) is not None:
-            with reported.as_directory() as directory:
-                paths.append(Path(directory) / Path(CHECKPOINT).name)
-                return _newest(paths, device)
-    return _newest(paths, device)
-
-
-def _newest(paths: list[Path], device: torch.device) -> Checkpoint | None:
-    existing = [p for p in paths if p.exists()]
-    return load_checkpoint(max(existing, key=checkpoint_step), device) if existing else None
-
-
-def write_checkpoint(out_dir: Path, step: int, learner: Learner, meta: dict[str, Any], rank: int,
-                     use_ray: bool, metrics: dict[str, Any]) -> None:
-    """Rank 0 writes the checkpoint; under Ray every rank reports (a collective), rank 0 with the checkpoint."""
-    path = out_dir / CHECKPOINT
-    if rank == 0:
-        save_checkpoint(path, step, learner.student, learner.teacher, learner.optimizer, meta)
-    if use_ray:
-        import ray.train
-
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(path.parent)) if rank == 0
-                         else None)
-
-
-def log_step(out_dir: Path, logs: dict[str, float], rank: int, total: int) -> None:
-    if not math.isfinite(logs["loss"]):
-        raise FloatingPointError(f"train: loss is {logs['loss']} at step {logs['step']}")
-    if rank == 0:
-        with open(out_dir / METRICS, "a") as fh:
-            fh.write(json.dumps(logs) + "\n")
-        console.print(f"  train: step {logs['step']}/{total}  loss {logs['loss']:.4f}  "
-                      f"{logs['sec_per_iter']:.3f} s/it")
-
-
-def seed_step_rngs(seed: int, rank: int, start: int, ckpt: Checkpoint | None) -> None:
-    """The generators the step draws from (strong augmentation): from the checkpoint on rank 0, else seeded."""
-    if ckpt is not None and rank == 0:
-        set_rng_state(ckpt.rng)
-        return
-    random.seed(seed + 1000 * rank + start)
-    np.random.seed((seed + 1000 * rank + start) % 2**32)
-    torch.manual_seed(seed + 1000 * rank + start)
 
 
 @dataclass
@@ -452,24 +373,6 @@ def checkpoint_meta(cfg: Config, text_dim: int) -> dict[str, Any]:
     model = cfg.model.model_dump(mode="json") | {"imagenet_checkpoint": None}  # its weights are in the checkpoint
     sections = {name: getattr(cfg, name).model_dump(mode="json") for name in ("caption", "text", "train", "eval")}
     return {"text_dim": text_dim, "num_classes": NUM_CLASSES, "config": {"model": model, **sections}}
-
-
-def worker_device(t: TrainConfig, use_ray: bool) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) of this worker; a CPU worker under Ray uses the CPUs it reserved."""
-    rank, world, device = _world(use_ray)
-    if not use_ray and not _use_gpu(t):
-        device = torch.device("cpu")
-    if use_ray and device.type == "cpu":
-        torch.set_num_threads(t.cpus_per_worker)  # Ray pins a worker to its CPU share
-    return rank, world, device
-
-
-def distribute(student: Segmentor, use_ray: bool, world: int) -> torch.nn.Module:
-    if not (use_ray and world > 1):
-        return student
-    import ray.train.torch
-
-    return ray.train.torch.prepare_model(student, move_to_device=False)
 
 
 def setup_worker(config: dict[str, Any]) -> Worker:
@@ -519,7 +422,8 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
                 "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
             log_step(w.out_dir, logs, w.rank, t.iterations)
         if done % t.checkpoint_every == 0 or done == t.iterations:
-            write_checkpoint(w.out_dir, done, w.learner, w.meta, w.rank, w.use_ray, logs | {"step": done})
+            training.write_checkpoint(w.out_dir, done, w.learner.networks, w.learner.optimizers, w.meta, w.rank,
+                                      w.use_ray, logs | {"step": done})
     return logs
 
 
@@ -561,54 +465,8 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
 
 
 def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> None:
-    """``func`` (default ``train_func``) on ``train.workers`` DDP workers; a failed worker group is restarted
-    up to ``train.max_failures`` times, each time from the last reported checkpoint."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    TorchTrainer(
-        func or train_func, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=_use_gpu(t, on_ray=True),
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(Path(config["out_dir"], "ray")),
-                             failure_config=FailureConfig(max_failures=t.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    ).fit()
-
-
-def _logged_step(out_dir: Path) -> int:
-    try:
-        metrics = read_metrics(out_dir)
-    except ValueError:  # rank 0 is writing a line right now
-        return 0
-    return metrics[-1]["step"] if metrics else 0
-
-
-@contextmanager
-def follow_training(out_dir: Path, total: int) -> Iterator[None]:
-    """A progress bar in the driver, following the metrics log that rank 0 writes (the workers' own lines
-    stay in Ray's logs unless --verbose)."""
-    stop = threading.Event()
-
-    def follow(advance) -> None:  # noqa: ANN001
-        shown = 0
-        while True:
-            stopping = stop.wait(1.0)
-            step = _logged_step(out_dir)
-            if step > shown:
-                advance(step - shown)
-                shown = step
-            if stopping:
-                return
-
-    with progress("train", total=total, unit="steps") as advance:
-        thread = threading.Thread(target=follow, args=(advance,), daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+    """``func`` (default ``train_func``) on ``train.workers`` DDP workers, as ``stages.training.fit_on_ray``."""
+    training.fit_on_ray(config, t, name, func or train_func)
 
 
 def train_on_ray(ctx: StageContext) -> StageResult:
@@ -616,13 +474,5 @@ def train_on_ray(ctx: StageContext) -> StageResult:
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
     write_json(describe(ctx.cfg, training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)),
                ctx.out_dir / SETUP)
-    from pipeline.shards import init_ray
-
-    init_ray(ctx.cfg.cluster, ctx.workdir / "logs")
-    console.print(f"  train: {t.iterations} iterations on {t.workers} worker(s) under Ray Train")
-    with follow_training(ctx.out_dir, t.iterations):
-        fit_on_ray(config, t, f"train-{ctx.fingerprint[:12]}")
-    metrics = read_metrics(ctx.out_dir)
-    if not metrics or metrics[-1]["step"] != t.iterations:
-        raise StageError(f"{ctx.out_dir / METRICS}: training ended before step {t.iterations}")
-    return StageResult(t.iterations, {k: v for k, v in metrics[-1].items() if k != "step"})
+    last = training.run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", train_func)
+    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})
