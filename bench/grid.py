@@ -17,11 +17,11 @@ from stages.datasets import CLASSES
 
 
 def train_in_process() -> None:
-    """The stage's own train_func, run in this process instead of under Ray Train: the same training,
-    without Ray Train's start-up for each of the many short runs."""
-    import stages.train.loop
+    """Each trainer's own worker function, run in this process instead of under Ray Train: the same training,
+    without Ray Train's start-up for each of the many short runs (both tasks: ``stages.training`` fits them)."""
+    import stages.training
 
-    stages.train.loop.fit_on_ray = lambda config, t, name: stages.train.loop.train_func({**config, "use_ray": False})
+    stages.training.fit_on_ray = lambda config, t, name, func: func({**config, "use_ray": False})
 
 
 def evaluate_variant(base: list[str], extra: list[str], seed: int) -> dict:

@@ -1,4 +1,4 @@
-"""`semidavil sweep` and `semidavil ablate`: the paper's Tables 1-3 as grids of ordinary runs.
+"""`semidavil sweep` and `semidavil ablate`: the paper's Tables 1-3 (and 5) as grids of ordinary runs.
 
 Every cell is a ``run_pipeline`` of the base config with a few keys set, in one work directory, so each
 stage that cells share (ingest, caption, embed_text; the split for equal labelled counts) runs once and
@@ -47,11 +47,24 @@ def sweep_cells(labelled: list[int | str], seeds: list[int]) -> list[Cell]:
             for n in labelled for s in seeds]
 
 
+VOLUME_METHODS = ("supervised", "uamt", "depl", "dhc")
+
+
+def volume_ablation_cells(methods: tuple[str, ...] = VOLUME_METHODS) -> list[Cell]:
+    """Table 5's rows: each method with plain CE and with DyCE in its supervised terms."""
+    return [Cell(f"{m} + {'DyCE' if dyce else 'CE'}", (f"volumes.method={m}", f"loss.dyce={str(dyce).lower()}"))
+            for m in methods for dyce in (False, True)]
+
+
 def ablation_cells(cfg: Config) -> list[Cell]:
-    """Table 3's rows: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; and the caption-content control: all, with
+    """The task's ablation: Table 5's methods × {CE, DyCE} for the volumetric task, else Table 3.
+
+    Table 3's rows: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; and the caption-content control: all, with
     DLG fed another image's caption (``model.dlg_captions=shuffled``), so that the report shows whether what a
     caption says matters. Without VLP the image tower starts from ImageNet (``model.imagenet_checkpoint``, as
     the paper) or, without that file, at random."""
+    if cfg.task == "synapse":
+        return volume_ablation_cells()
     no_vlp = "imagenet" if cfg.model.imagenet_checkpoint is not None else "random"
     rows = (("CT", False, False, False, "own"), ("CT+DyCE", True, False, False, "own"),
             ("CT+VLP", False, True, False, "own"), ("CT+VLP+DLG", False, True, True, "own"),
@@ -77,7 +90,7 @@ def run_grid(config_path: Path | None, overrides: list[str], cells: list[Cell],
 
 def vlp_warning(cfg: Config) -> str | None:
     """The VLP rows equal the non-VLP rows when the image tower has no pretrained weights to start from."""
-    if cfg.model.vision_pretrained == "none":
+    if cfg.task == "street" and cfg.model.vision_pretrained == "none":
         return ("model.vision_pretrained is none: the 'VLP' cells start from random weights too, and the report "
                 "marks them without VLP")
     return None

@@ -19,8 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.ssl3d import (Batch3D, DiffDW, DistDW, Method, StepContext, SupervisedCE, build_method, method_step,
-                          sigmoid_rampup, update_teacher)
+from models.ssl3d import (
+    Batch3D,
+    DiffDW,
+    DistDW,
+    Method,
+    StepContext,
+    SupervisedCE,
+    build_method,
+    method_step,
+    sigmoid_rampup,
+    update_teacher,
+)
 from pipeline.config import Config
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json

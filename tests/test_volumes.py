@@ -1,0 +1,334 @@
+"""The volumetric task (the paper's Table 5): reader, V-Net, the methods' losses with CE and DyCE, DSC/ASD, and
+the task end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.losses import DyCELoss
+from models.ssl3d import (
+    Batch3D,
+    DiffDW,
+    DistDW,
+    StepContext,
+    SupervisedCE,
+    build_method,
+    distribution_weights,
+    method_step,
+    uamt_consistency,
+    uncertainty,
+)
+from models.vnet import VNet
+from stages.volume_metrics import MISSING_ASD, asd, dice, organ_scores, summarise
+from stages.volumes import Case, check_case, halve, preprocess, read_array, window, write_nifti
+
+
+# reader -------------------------------------------------------------------------------------------
+def test_nifti_is_read_depth_first_as_dhc_reads_it(tmp_path):
+    """On disk NIfTI holds x, y, z; the reader gives D×H×W (SimpleITK's z, y, x), and write_nifti inverts it."""
+    import nibabel as nib
+
+    xyz = np.arange(4 * 6 * 3, dtype=np.int16).reshape(4, 6, 3)  # x=4, y=6, z=3
+    nib.save(nib.Nifti1Image(xyz, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    zyx = read_array(tmp_path / "v.nii.gz")
+    assert zyx.shape == (3, 6, 4)
+    assert zyx[2, 5, 1] == xyz[1, 5, 2]
+    write_nifti(tmp_path / "w.nii.gz", zyx)
+    assert np.array_equal(np.asarray(nib.load(str(tmp_path / "w.nii.gz")).dataobj), xyz)
+
+
+def test_npy_layout_is_read_as_stored(tmp_path):
+    a = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    np.save(tmp_path / "0001_image.npy", a)
+    assert np.array_equal(read_array(tmp_path / "0001_image.npy"), a)
+
+
+def test_hu_window_clips_then_scales_each_volume_to_unit_range():
+    hu = np.array([[[-1000.0, -75.0, 100.0, 275.0, 3000.0]]])
+    out = window(hu, (-75, 275))
+    assert np.allclose(out, [[[0.0, 0.0, 175 / 350, 1.0, 1.0]]])
+    assert np.allclose(window(hu * 0 + 40.0, (-75, 275)), 0)  # a flat volume does not divide by zero
+
+
+def test_halving_keeps_depth_halves_the_plane_and_keeps_labels_exact():
+    image = np.random.default_rng(0).random((5, 8, 12)).astype(np.float32)
+    label = np.zeros((5, 8, 12), dtype=np.uint8)
+    label[:, :4, :6] = 3
+    img, lab = halve(image, label)
+    assert img.shape == lab.shape == (5, 4, 6)
+    assert set(np.unique(lab)) == {0, 3} and (lab[:, :2, :3] == 3).all() and (lab[:, 2:, :] == 0).all()
+    img2, lab2 = preprocess(image * 350 - 75, label, (-75, 275), halve_plane=False)
+    assert img2.shape == (5, 8, 12) and np.array_equal(lab2, label)
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("shape", "label shape"), ("range", "label values outside"), ("unreadable", "image does not read"),
+    ("missing", "missing label file")])
+def test_bad_cases_are_rejected_with_their_reason(tmp_path, bad, reason):
+    image = np.zeros((4, 8, 8), dtype=np.int16)
+    label = np.zeros((4, 8, 8), dtype=np.uint8)
+    if bad == "shape":
+        label = np.zeros((4, 8, 6), dtype=np.uint8)
+    if bad == "range":
+        label[0, 0, 0] = 14
+    ip, lp = tmp_path / "imagesTr" / "img0001.nii.gz", tmp_path / "labelsTr" / "label0001.nii.gz"
+    write_nifti(ip, image)
+    if bad != "missing":
+        write_nifti(lp, label)
+    if bad == "unreadable":
+        ip.write_bytes(b"not a nifti file")
+    result = check_case(Case("0001", "train", ip, lp))
+    assert isinstance(result, str) and reason in result
+
+
+# V-Net ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_full_size_vnet_runs_a_step_at_dhcs_patch():
+    """DHC's Synapse V-Net (32 filters, 14 classes) at 64×128×128: forward and backward."""
+    torch.manual_seed(0)
+    net = VNet(1, 14, 32)
+    assert 37e6 < sum(p.numel() for p in net.parameters()) < 38e6
+    x = torch.randn(1, 1, 64, 128, 128)
+    out = net(x)
+    assert out.shape == (1, 14, 64, 128, 128)
+    out.float().mean().backward()
+    assert net.encoder[0][0].weight.grad is not None and torch.isfinite(net.encoder[0][0].weight.grad).all()
+
+
+def test_vnet_small_patch_forward_backward_and_skips_are_added():
+    net = VNet(1, 14, 4)
+    x = torch.randn(2, 1, 16, 32, 32, requires_grad=True)
+    out = net(x)
+    assert out.shape == (2, 14, 16, 32, 32)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert net.decoder[0][0].in_channels == 8 * 4  # added, not concatenated: the width stays 8n
+
+
+# the methods --------------------------------------------------------------------------------------
+def _batch(seed: int = 0) -> Batch3D:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(2, 16, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12, 4:12] = 6
+    labels[:, 6:8, 6:8, 6:8] = 12  # a tiny organ
+    return Batch3D(torch.rand(2, 1, 16, 16, 16, generator=g), labels, torch.rand(2, 1, 16, 16, 16, generator=g))
+
+
+def _context(method: str, dyce: bool, batch: Batch3D) -> StepContext:
+    state = {}
+    if method == "dhc":
+        counts = torch.bincount(batch.labels.flatten(), minlength=14).double()
+        state = {"diffdw": DiffDW(14, 50), "distdw": DistDW(counts.float())}
+    if method == "depl":
+        state = {k: torch.full((1, 14, 16, 16, 16), 1 / 14) for k in ("qhat_a", "qhat_b")}
+    return StepContext(SupervisedCE(dyce, 0.2, 0.5), 0.1, 3, 10, uamt_passes=4, state=state)
+
+
+@pytest.mark.parametrize("method", ["supervised", "uamt", "depl", "dhc"])
+def test_each_method_steps_with_ce_and_with_dyce(method):
+    """A finite loss with gradients into every trained network; with DyCE the supervised term is DyCE's."""
+    losses = {}
+    for dyce in (False, True):
+        torch.manual_seed(0)
+        m = build_method(method, 14, 2, dropout=False)
+        batch = _batch()
+        torch.manual_seed(1)
+        loss, logs = method_step(m, batch, _context(method, dyce, batch))
+        loss.backward()
+        assert torch.isfinite(loss) and logs["loss"] == loss.detach()
+        for net in m.networks.values():
+            assert all(p.grad is not None for p in net.parameters())
+        for net in m.frozen.values():
+            assert all(p.grad is None for p in net.parameters())
+        losses[dyce] = float(loss)
+    assert losses[True] != pytest.approx(losses[False])
+
+
+def test_supervised_ce_term_is_dyce_exactly_when_asked():
+    """The CE term DyCE replaces: the same DyCELoss (Eq. 9) as the 2D task; plain CE otherwise, DHC's class
+    weights applied only to plain CE."""
+    batch = _batch()
+    logits = torch.randn(2, 14, 16, 16, 16)
+    assert float(SupervisedCE(True, 0.2, 0.5)(logits, batch.labels)) == pytest.approx(
+        float(DyCELoss(0.2, 0.5)(logits, batch.labels)))
+    plain = SupervisedCE(False, 0.2, 0.5)
+    assert float(plain(logits, batch.labels)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, batch.labels)))
+    w = torch.ones(14)
+    w[12] = 5.0
+    assert float(plain(logits, batch.labels, w)) != pytest.approx(float(plain(logits, batch.labels)))
+
+
+def test_uamt_masks_the_uncertain_voxels():
+    """Voxels whose teacher entropy is at or above the threshold leave the consistency term; the rest count
+    (softmax squared error) / (2 Σ mask)."""
+    student = torch.zeros(1, 2, 1, 1, 2)
+    teacher = torch.tensor([[[[[4.0, 0.0]]], [[[0.0, 0.0]]]]])  # voxel 0 certain, voxel 1 a coin flip
+    entropy = torch.tensor([[[[[0.05, math.log(2)]]]]])
+    loss, mask = uamt_consistency(student, teacher, entropy, threshold=0.75 * math.log(2))
+    assert mask.flatten().tolist() == [1.0, 0.0]
+    p = torch.softmax(torch.tensor([4.0, 0.0]), 0)
+    expected = float(((0.5 - p) ** 2).sum()) / 2
+    assert float(loss) == pytest.approx(expected)
+
+
+def test_uamt_uncertainty_is_the_entropy_of_the_mean_noisy_prediction():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x), torch.full_like(x, math.log(3))], 1)  # p = (1/4, 3/4)
+
+    u = uncertainty(Fixed(), torch.rand(1, 1, 2, 2, 2), passes=4)
+    assert u.shape == (1, 1, 2, 2, 2)
+    assert torch.allclose(u, torch.tensor(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))), atol=1e-4)
+
+
+def test_dhc_distribution_weights_favour_rare_classes():
+    """DistDW: log(max / count) / its maximum × classes: the commonest class 0, the rarest the class count."""
+    w = distribution_weights(torch.tensor([1000.0, 100.0, 10.0]))
+    assert torch.allclose(w, torch.tensor([0.0, 1.5, 3.0]), atol=1e-4)
+    dist = DistDW(torch.tensor([1000.0, 100.0, 10.0]), momentum=0.99)
+    logits = torch.zeros(1, 3, 2, 2, 2)
+    logits[:, 2] = 1  # every voxel predicted class 2
+    after = dist.update(logits)
+    assert torch.allclose(after, 0.99 * w + 0.01 * distribution_weights(torch.tensor([0.0, 0.0, 8.0])), atol=1e-4)
+
+
+def test_dhc_difficulty_weights_rise_for_the_classes_that_are_unlearnt():
+    diff = DiffDW(3, accumulate=2)
+    labels = torch.tensor([0, 1, 2, 2]).view(1, 1, 1, 4)
+    good = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float() * 5
+    diff.update(good, labels)
+    worse = good.clone()
+    worse[0, :, 0, 0, 3] = torch.tensor([0.0, 5.0, 0.0])  # one voxel of class 2 now predicted 1
+    w = diff.update(worse, labels)  # the Dice of classes 1 and 2 fell, class 0's did not
+    assert w[1] == pytest.approx(3.0) and w[2] == pytest.approx(3.0) and w[0] < 0.5
+
+
+# metrics -----------------------------------------------------------------------------------------
+def test_dice_and_asd_on_hand_computed_masks():
+    a = np.zeros((1, 1, 10), dtype=bool)
+    b = np.zeros((1, 1, 10), dtype=bool)
+    a[0, 0, 0:4] = True
+    b[0, 0, 2:6] = True
+    assert dice(a, b) == pytest.approx(2 * 2 / 8)
+    # every voxel of a 1×1×n bar is surface; from a's voxels 0..3 to b's voxels 2..5: 2, 1, 0, 0
+    assert asd(a, b) == pytest.approx(3 / 4)
+    assert asd(b, a) == pytest.approx(3 / 4)
+    cube = np.zeros((5, 5, 5), dtype=bool)
+    cube[1:4, 1:4, 1:4] = True
+    shifted = np.roll(cube, 1, axis=0)
+    assert asd(cube, cube) == 0.0 and dice(cube, shifted) == pytest.approx(2 * 18 / 54)
+    # brute force: from each surface voxel of the cube (its 26 voxels but the centre) to the nearest surface
+    # voxel of the shifted cube, Euclidean
+    ours, theirs = np.argwhere(cube & ~_inner(cube)), np.argwhere(shifted & ~_inner(shifted))
+    assert len(ours) == 26
+    expected = np.mean([np.linalg.norm(theirs - p, axis=1).min() for p in ours])
+    assert asd(cube, shifted) == pytest.approx(expected)
+
+
+def _inner(mask: np.ndarray) -> np.ndarray:
+    """Voxels whose 6 neighbours are all in the mask (the rest is the surface)."""
+    inner = mask.copy()
+    padded = np.pad(mask, 1)
+    for axis in range(3):
+        for step in (-1, 1):
+            inner &= np.roll(padded, step, axis)[1:-1, 1:-1, 1:-1]
+    return inner
+
+
+def test_dhcs_rules_for_an_organ_missing_from_prediction_or_ground_truth():
+    organ = np.zeros((3, 3, 3), dtype=np.uint8)
+    organ[1, 1, 1] = 4
+    empty = np.zeros_like(organ)
+    assert organ_scores(organ, empty, 4) == (0.0, MISSING_ASD)  # predicted, not there
+    assert organ_scores(empty, organ, 4) == (0.0, MISSING_ASD)  # there, not predicted
+    assert organ_scores(empty, empty, 4) == (1.0, 0.0)  # absent from both
+    assert organ_scores(organ, organ, 4) == (1.0, 0.0)
+    per_organ, mean_dsc, mean_asd = summarise({"a": {4: (1.0, 0.0), 5: (0.5, 2.0)},
+                                               "b": {4: (0.0, 128.0), 5: (0.5, 4.0)}}, (4, 5))
+    assert per_organ == {4: (0.5, 64.0), 5: (0.5, 3.0)} and mean_dsc == 0.5 and mean_asd == 33.5
+
+
+# the task end to end ------------------------------------------------------------------------------
+TINY = ["volumes.demo.depth=16", "volumes.demo.height=32", "volumes.demo.width=32", "volumes.patch=[16,16,16]",
+        "volumes.stride=[8,8]", "volumes.n_filters=2", "volumes.uamt_passes=2", "train.iterations=4",
+        "train.log_every=2", "train.checkpoint_every=2", "cluster.num_cpus=2"]
+
+
+def test_the_demo_task_runs_end_to_end_through_the_cli(tmp_path):
+    """`semidavil run -c configs/synapse_demo.yaml`: demo volumes in the NIfTI layout, GenericSSL's split, DHC with
+    DyCE, DSC/ASD on the 6 test cases, Table 5 in the report; a second run reuses every stage; `plan` names the
+    key that changed; no language stage."""
+    from tests.test_cli import semidavil
+
+    config = str(Path("configs/synapse_demo.yaml").resolve())
+    args = ["-c", config, "--workdir", str(tmp_path), *(arg for s in TINY for arg in ("--set", s))]
+    first = semidavil("run", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "mean DSC" in first.stdout and "left adrenal gland" in first.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["data", "evaluate", "ingest", "logs",
+                                                                       "report", "split", "train"]
+    assert (tmp_path / "data" / "demo" / "synapse" / "imagesTr" / "img0009.nii.gz").exists()
+    labelled = next((tmp_path / "split").glob("*/labelled.txt")).read_text().split()
+    assert labelled == ["0009", "0021", "0025", "0034"]  # GenericSSL's 20 % split
+    metrics = json.loads(next((tmp_path / "evaluate").glob("*/metrics.json")).read_text())
+    assert metrics["cases"] == 6 and len(metrics["per_class"]) == 13 and 0 <= metrics["mean_dsc"] <= 1
+    assert len(list((tmp_path / "evaluate").glob("*/predictions/*.nii.gz"))) == 6
+    html = next((tmp_path / "report").glob("*/index.html")).read_text()
+    assert 'data-table="table-5"' in html and "DHC + DyCE" in html and "57.9 / 6.4" in html
+    again = semidavil("run", *args)
+    assert again.returncode == 0 and again.stderr.count("skipped") == 5, again.stderr[-2000:]
+    plan = semidavil("plan", *args, "--set", "loss.dyce=false")
+    assert plan.returncode == 0 and "caption" not in plan.stdout
+    assert "loss.dyce: True → False" in " ".join(plan.stdout.split()), plan.stdout
+    assert semidavil("stage", "caption", *args).returncode == 2  # the volumetric task has no language stage
+
+
+def test_ablate_runs_table5s_methods_with_ce_and_dyce():
+    from pipeline.config import load_config
+    from pipeline.experiments import ablation_cells
+
+    cells = ablation_cells(load_config("configs/synapse_demo.yaml"))
+    assert [c.name for c in cells] == [f"{m} + {loss}" for m in ("supervised", "uamt", "depl", "dhc")
+                                       for loss in ("CE", "DyCE")]
+    assert ("volumes.method=uamt", "loss.dyce=true") in [c.overrides for c in cells]
+
+
+def test_a_resumed_volume_training_continues_where_it_stopped(tmp_path, monkeypatch):
+    """The shared checkpoints: a run that dies after its step-2 checkpoint and is started again ends with the
+    networks, optimizers and DHC's class weights of an uninterrupted run (no Ray: the worker function alone)."""
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+    from stages.checkpoint import load_checkpoint
+    from stages.volume_train import loop
+
+    cfg = load_config("configs/synapse_demo.yaml", [f"paths.workdir={tmp_path}", *TINY])
+    run_pipeline(cfg, ["ingest", "split"])
+    inputs = {"ingest": next((tmp_path / "ingest").glob("*")), "split": next((tmp_path / "split").glob("*"))}
+    real = loop.optimise
+
+    def dies_at_step_2(w, step):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return real(w, step)
+
+    monkeypatch.setattr(loop, "optimise", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_func(loop.worker_config(cfg, inputs, tmp_path / "a", use_ray=False))
+    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "last.safetensors").step == 2
+    monkeypatch.setattr(loop, "optimise", real)
+    loop.train_func(loop.worker_config(cfg, inputs, tmp_path / "a", use_ray=False))
+    loop.train_func(loop.worker_config(cfg, inputs, tmp_path / "b", use_ray=False))
+    a, b = (load_checkpoint(tmp_path / x / "checkpoints" / "last.safetensors") for x in ("a", "b"))
+    assert a.step == b.step == 4 and sorted(a.networks) == ["a", "b", "state"]
+    assert sorted(a.optimizers) == ["optimizer_a", "optimizer_b"]
+    for name in a.networks:
+        for key, value in a.networks[name].items():
+            assert torch.equal(value, b.networks[name][key]), (name, key)
+    assert not torch.equal(a.networks["state"]["distdw__weights"], torch.zeros(14))
