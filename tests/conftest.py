@@ -24,6 +24,11 @@ def small_overrides(workdir: Path, *extra: str) -> list[str]:
     return [*SMALL, f"paths.workdir={workdir}", *extra]
 
 
+def in_process(config, t, name, func):
+    """``stages.training.fit_on_ray`` without Ray Train: the trainer's own worker function in this process."""
+    return func({**config, "use_ray": False})
+
+
 @pytest.fixture
 def small_config(tmp_path: Path):
     """A function: extra overrides -> a small Config working in tmp_path/work."""

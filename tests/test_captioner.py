@@ -21,6 +21,7 @@ from pipeline.stage import StageError
 from pipeline.store import read_parquet
 from stages.captions import CaptionStats, read_captions_file
 from stages.index import INDEX_FILE
+from tests.conftest import in_process
 
 IMAGES = [np.random.default_rng(k).integers(0, 255, (32, 32, 3), dtype=np.uint8) for k in range(4)]
 
@@ -145,7 +146,7 @@ def test_a_captions_file_with_a_missing_unknown_or_repeated_image_is_named(tmp_p
 
 def test_captions_from_a_file_edited_in_place_recaption_and_retrain_but_keep_ingest(small_config, ray_local, tmp_path,
                                                                                     monkeypatch):
-    import stages.train.loop
+    import stages.training
 
     first = small_config()
     run_pipeline(first, ["ingest"])
@@ -154,8 +155,7 @@ def test_captions_from_a_file_edited_in_place_recaption_and_retrain_but_keep_ing
     ids = index.column("image_id").to_pylist()
     write_captions(path, [{"image_id": i, "caption": f"scene {k}"} for k, i in enumerate(ids)])
     cfg = small_config(f"caption.captions_file={path}", "train.iterations=1")
-    monkeypatch.setattr(stages.train.loop, "fit_on_ray", lambda config, t, name: stages.train.loop.train_func(
-        {**config, "use_ray": False}))
+    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
     run_pipeline(cfg, ["ingest", "caption", "embed_text", "split", "train"])
     before = fingerprints(cfg)
     store = read_parquet(stage_dir(cfg.paths.workdir, "caption", before["caption"]))

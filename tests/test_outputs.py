@@ -11,22 +11,40 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
 from pipeline.outputs import COMPLETE_FILE, check_outputs
 from pipeline.runner import MANIFEST_FILE, fingerprints, open_manifest, run_pipeline, stage_dir
 from stages.trained import CHECKPOINT
+from tests.conftest import in_process, small_overrides
 
 STAGES = ["ingest", "split", "caption", "embed_text", "train"]
 
 
-@pytest.fixture
-def trained(small_config, ray_local, monkeypatch):
-    import stages.train.loop
+TRAINED = ("train.iterations=2", "caption.shard_size=8", "text.shard_size=8")  # 28 images: 4 shards
 
-    monkeypatch.setattr(stages.train.loop, "fit_on_ray", lambda config, t, name: stages.train.loop.train_func(
-        {**config, "use_ray": False}))
-    cfg = small_config("train.iterations=2", "caption.shard_size=8", "text.shard_size=8")  # 28 images: 4 shards
-    run_pipeline(cfg, STAGES)
-    return cfg
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, ray_local):
+    """The stages run once for the module (training in this process); each test damages its own copy."""
+    import stages.training
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages.training, "fit_on_ray", in_process)
+        workdir = tmp_path_factory.mktemp("trained") / "work"
+        run_pipeline(load_config(None, small_overrides(workdir, *TRAINED)), STAGES)
+    return workdir
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path, monkeypatch):
+    """A copy of the trained work directory in this test's tmp_path, and its config."""
+    import shutil
+
+    import stages.training
+
+    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    shutil.copytree(trained_once, tmp_path / "work")
+    return load_config(None, small_overrides(tmp_path / "work", *TRAINED))
 
 
 def out(cfg, stage: str) -> Path:
