@@ -221,7 +221,16 @@ def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.
     except ValueError as err:
         err_console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    _grid(config, set_, address, workdir, lambda cfg: sweep_cells(counts, seed_list))
+
+    def cells(cfg: Config) -> list:
+        if cfg.task == "synapse":
+            err_console.print("[red]error:[/] sweep --labelled: the synapse task's labelled cases are a split file "
+                              "(data.split_file; default GenericSSL's 20 %), not a count; run `ablate` per split file "
+                              "and seed (--set data.split_file=... --set train.seed=...)", soft_wrap=True)
+            raise typer.Exit(2)
+        return sweep_cells(counts, seed_list)
+
+    _grid(config, set_, address, workdir, cells)
 
 
 @app.command()

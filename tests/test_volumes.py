@@ -300,6 +300,13 @@ def test_ablate_runs_table5s_methods_with_ce_and_dyce():
     assert ("volumes.method=uamt", "loss.dyce=true") in [c.overrides for c in cells]
 
 
+def test_sweep_over_labelled_counts_says_the_synapse_split_is_a_file(tmp_path):
+    from tests.test_cli import semidavil
+
+    proc = semidavil("sweep", "--labelled", "4", "-c", "configs/synapse_demo.yaml", "--workdir", str(tmp_path / "w"))
+    assert proc.returncode == 2 and "data.split_file" in proc.stderr and not (tmp_path / "w").exists()
+
+
 def test_a_resumed_volume_training_continues_where_it_stopped(tmp_path, monkeypatch):
     """The shared checkpoints: a run that dies after its step-2 checkpoint and is started again ends with the
     networks, optimizers and DHC's class weights of an uninterrupted run (no Ray: the worker function alone)."""
