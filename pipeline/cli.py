@@ -252,10 +252,22 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
 
 
 def _checkpoint_file(path: Path) -> Path:
-    """A training run directory's checkpoint, or the file given."""
+    """A training run directory's checkpoint, or the file given; the street task's only (predict, export)."""
+    from stages.checkpoint import CheckpointError, read_meta
     from stages.trained import CHECKPOINT
 
-    return path / CHECKPOINT if path.is_dir() else path
+    path = path / CHECKPOINT if path.is_dir() else path
+    try:
+        task = read_meta(path).get("task", "street")
+    except CheckpointError as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if task != "street":
+        err_console.print(f"[red]error:[/] {path}: a {task} checkpoint; predict and export serve the street task (the "
+                          f"{task} task's predictions are NIfTI files in evaluate/<fingerprint>/predictions/)",
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    return path
 
 
 @app.command()

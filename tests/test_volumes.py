@@ -288,6 +288,9 @@ def test_the_demo_task_runs_end_to_end_through_the_cli(tmp_path):
     assert plan.returncode == 0 and "caption" not in plan.stdout
     assert "loss.dyce: True → False" in " ".join(plan.stdout.split()), plan.stdout
     assert semidavil("stage", "caption", *args).returncode == 2  # the volumetric task has no language stage
+    train_dir, png = next((tmp_path / "train").glob("*")), next((tmp_path / "evaluate").glob("*/slices/*.png"))
+    refused = semidavil("predict", str(train_dir), str(png), "--out", str(tmp_path / "p"))
+    assert refused.returncode == 1 and "a synapse checkpoint" in refused.stderr
 
 
 def test_ablate_runs_table5s_methods_with_ce_and_dyce():
