@@ -42,7 +42,8 @@ def test_every_stage_of_every_config_fits_a_node_type(tmp_path):
     types = node_types()
     assert types["head"] == {"CPU": 0.0} and types["gpu_worker"]["GPU"] >= 1 and "GPU" not in types["cpu_worker"]
     for path in sorted(CLUSTER.parent.glob("configs/*.yaml")):
-        roots = [] if path.stem == "demo" else [f"data.source.root={tmp_path}", f"data.target.root={tmp_path}"]
+        roots = [] if path.stem.endswith("demo") else [f"data.source.root={tmp_path}", f"data.target.root={tmp_path}"]
+        roots += [f"volumes.data.root={tmp_path}"] if path.stem == "synapse" else []
         cfg = load_config(path, roots)
         assert misfits(cfg, types) == [], path.name
     too_big = load_config(CLUSTER.parent / "configs" / "gta5_cityscapes.yaml",
