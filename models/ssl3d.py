@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.losses import DyCELoss
-from models.vnet import VNet, kaiming_init, xavier_init
+from models.vnet import VNet, init_weights
 
 METHODS = ("supervised", "uamt", "depl", "dhc")
 
@@ -198,9 +198,9 @@ def build_method(name: str, num_classes: int, n_filters: int, dropout: bool) -> 
             p.requires_grad_(False)
         return Method(name, {"student": student}, {"teacher": teacher}, num_classes)
     if name == "depl":
-        return Method(name, {"a": kaiming_init(vnet()), "b": xavier_init(vnet())}, num_classes=num_classes)
+        return Method(name, {"a": init_weights(vnet()), "b": init_weights(vnet(), "xavier")}, num_classes=num_classes)
     if name == "dhc":
-        return Method(name, {"a": kaiming_init(vnet()), "b": kaiming_init(vnet())}, num_classes=num_classes)
+        return Method(name, {"a": init_weights(vnet()), "b": init_weights(vnet())}, num_classes=num_classes)
     raise ValueError(f"volumes.method: {name!r} is not one of {', '.join(METHODS)}")
 
 
@@ -215,7 +215,7 @@ class StepContext:
     ema_alpha: float = 0.99
     uamt_passes: int = 8
     depl_threshold: float = 0.9
-    state: dict = field(default_factory=dict)  # DePL's q̂, DHC's DistDW and DiffDW
+    state: dict = field(default_factory=dict)  # DePL's q̂ (qhat_a, qhat_b), DHC's DistDW and DiffDW
 
 
 def supervised_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -244,8 +244,7 @@ def depl_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict
     n, images = b.labelled.shape[0], torch.cat([b.labelled, b.unlabelled])
     out_a, out_b = a(images), bnet(images)
     sup = sum(c.sup_ce(o[:n], b.labels) + dice_loss(o[:n], b.labels) for o in (out_a, out_b))
-    prior = lambda: torch.full((1, m.num_classes, *images.shape[2:]), 1 / m.num_classes, device=images.device)  # noqa: E731
-    qa, qb = c.state.setdefault("qhat_a", prior()), c.state.setdefault("qhat_b", prior())
+    qa, qb = c.state["qhat_a"], c.state["qhat_b"]  # the running class priors (uniform at the start)
     conf_a, pseudo_a = debiased(out_a.detach(), qa).max(1)
     conf_b, pseudo_b = debiased(out_b.detach(), qb).max(1)
     c.state["qhat_a"] = ema(out_a[n:].detach().float().softmax(1).mean(0, keepdim=True), qa, 0.99)

@@ -53,22 +53,13 @@ class VNet(nn.Module):
         return self.head(self.dropout(x))
 
 
-def kaiming_init(net: nn.Module) -> nn.Module:
-    """DHC's initialisation: Kaiming-normal convolutions, BatchNorm weight 1 and bias 0."""
+def init_weights(net: nn.Module, init: str = "kaiming") -> nn.Module:
+    """DHC's initialisation: Kaiming-normal (or, for DePL's second network, Xavier-normal, so the two networks
+    start apart) convolutions, BatchNorm weight 1 and bias 0."""
+    conv_init = {"kaiming": nn.init.kaiming_normal_, "xavier": nn.init.xavier_normal_}[init]
     for m in net.modules():
         if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return net
-
-
-def xavier_init(net: nn.Module) -> nn.Module:
-    """DePL's second network: Xavier-normal convolutions (the two networks start apart)."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.xavier_normal_(m.weight)
+            conv_init(m.weight)
         elif isinstance(m, nn.BatchNorm3d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -72,6 +72,19 @@ def index_digests(table: pa.Table) -> dict[str, str]:
     return {"images": digest(images.to_pydict()), "index": digest(table.to_pydict())}
 
 
+def record_rejected(ctx, rejected: list[tuple[str, str]], kind: str) -> None:
+    """An ingest's rejected files into the manifest, said on the console; with ``data.strict`` the stage fails
+    naming each one and why."""
+    from pipeline.progress import console
+    from pipeline.stage import StageError
+
+    ctx.manifest.record_rejected(ctx.name, ctx.fingerprint, rejected)
+    if rejected:
+        console.print(f"  ingest: rejected {len(rejected)} {kind}(s); `semidavil status` lists them")
+        if ctx.cfg.data.strict:
+            raise StageError(f"data.strict: rejected {kind}s:\n" + "\n".join(f"  {p}: {r}" for p, r in rejected))
+
+
 def read_split(out_dir: Path) -> set[str]:
     """The labelled image ids a split stage wrote."""
     return set(Path(out_dir, SPLIT_FILE).read_text().split())

@@ -25,12 +25,13 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from pipeline.config import LAYOUTS, Config
-from pipeline.progress import console, progress
+from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_parquet
 from stages import demo_world
 from stages.datasets import MAX_LABEL_ID, Sample, list_samples, read_raw_label
-from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests
+from stages.index import (DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests,
+                          record_rejected)
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
@@ -134,11 +135,7 @@ def run(ctx: StageContext) -> StageResult:
                                ("label_path", _relative(s.label_path, root)), ("image_hash", image_hash),
                                ("label_hash", label_hash), ("height", h), ("width", w)):
                 rows[key].append(value)
-    ctx.manifest.record_rejected(NAME, ctx.fingerprint, rejected)
-    if rejected:
-        console.print(f"  ingest: rejected {len(rejected)} file(s); `semidavil status` lists them")
-        if ctx.cfg.data.strict:
-            raise StageError("data.strict: rejected files:\n" + "\n".join(f"  {p}: {r}" for p, r in rejected))
+    record_rejected(ctx, rejected, "file")
     table = pa.table(rows, schema=INDEX_SCHEMA).sort_by("image_id")
     write_parquet(table, ctx.out_dir / INDEX_FILE)
     domains = {role: int(pc.sum(pc.equal(table["domain"], role)).as_py() or 0) for role in ("source", "target")}

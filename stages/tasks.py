@@ -60,22 +60,18 @@ class Task:
     classes: ClassSet
     stages: dict[str, str]  # stage name -> module, in DAG order (inputs first)
     default_split_file: Path | None = None  # the labelled list when ``data.split_file`` is not given
-    description: str = ""
 
 
 STREET_STAGES = {name: f"stages.{name}" for name in
                  ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report")}
 
 TASKS = {
-    "street": Task("street", "rgb2d", CITYSCAPES, STREET_STAGES,
-                   description="SSDA semantic segmentation of street scenes (GTA5/SYNTHIA → Cityscapes)"),
+    "street": Task("street", "rgb2d", CITYSCAPES, STREET_STAGES),
     "synapse": Task("synapse", "volume3d", SYNAPSE,
                     {"ingest": "stages.volume_ingest", "split": "stages.split", "train": "stages.volume_train",
                      "evaluate": "stages.volume_evaluate", "report": "stages.report"},
-                    default_split_file=SPLITS_DIR / "synapse" / "labeled_0.2.txt",
-                    description="semi-supervised 3D CT segmentation (Synapse, 13 organs; paper Table 5)"),
+                    default_split_file=SPLITS_DIR / "synapse" / "labeled_0.2.txt"),
 }
-ALL_STAGES = ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report")
 
 
 def task_of(name: str) -> Task:

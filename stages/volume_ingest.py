@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Config
-from pipeline.progress import console, progress
+from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_atomic, write_parquet
-from stages.index import DEMO_DIR, INDEX_FILE, INDEX_SCHEMA, index_digests, split_file_lines
+from stages.index import DEMO_DIR, INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected, split_file_lines
 from stages.tasks import SPLITS_DIR
 from stages.volumes import VOLUMES
 
@@ -101,11 +101,7 @@ def run(ctx: StageContext) -> StageResult:
                                ("image_hash", _hash(case.image_path)), ("label_hash", _hash(case.label_path)),
                                ("height", h), ("width", w), ("depth", d)):
                 rows[key].append(value)
-    ctx.manifest.record_rejected(NAME, ctx.fingerprint, rejected)
-    if rejected:
-        console.print(f"  ingest: rejected {len(rejected)} case(s); `semidavil status` lists them")
-        if ctx.cfg.data.strict:
-            raise StageError("data.strict: rejected cases:\n" + "\n".join(f"  {p}: {r}" for p, r in rejected))
+    record_rejected(ctx, rejected, "case")
     if not rows["image_id"]:
         raise StageError(f"volumes.data.root: no usable case under {root} ({layout} layout)")
     table = pa.table(rows, schema=VOLUME_INDEX_SCHEMA).sort_by("image_id")
