@@ -23,6 +23,8 @@ VARIANTS = {
                                                                  "loss.pasted_gt=ct"],
     "CT, both mixes 75/25 (IIDM), pasted ground truth in L_sup": ["train.mix_from=both", "train.cross_domain_ratio=0.75",
                                                                   "loss.pasted_gt=sup"],
+    "CT, both mixes 50/50, L_CT class-balanced (consistency_omega 0.5)": ["loss.consistency_omega=0.5"],
+    "CT, both mixes 50/50, L_CT at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
 }
 
 
