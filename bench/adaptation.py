@@ -25,6 +25,8 @@ VARIANTS = {
                                                                   "loss.pasted_gt=sup"],
     "CT, both mixes 50/50, L_CT class-balanced (consistency_omega 0.5)": ["loss.consistency_omega=0.5"],
     "CT, both mixes 50/50, L_CT at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
+    "CT, both mixes 50/50, L_CT DyCE-weighted only (consistency_omega 0)": ["loss.consistency_omega=0"],
+    "CT, both mixes 50/50, gentler colour jitter (0.2: hue ±0.1)": ["train.colour_jitter=0.2"],
 }
 
 
