@@ -27,6 +27,8 @@ VARIANTS = {
     "CT, both mixes 50/50, L_CT at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
     "CT, both mixes 50/50, L_CT DyCE-weighted only (consistency_omega 0)": ["loss.consistency_omega=0"],
     "CT, both mixes 50/50, gentler colour jitter (0.2: hue ±0.1)": ["train.colour_jitter=0.2"],
+    "CT, both mixes 50/50, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
+                                                                           "train.colour_jitter=0.2"],
 }
 
 
