@@ -29,6 +29,11 @@ VARIANTS = {
     "CT, both mixes 50/50, gentler colour jitter (0.2: hue ±0.1)": ["train.colour_jitter=0.2"],
     "CT, both mixes 50/50, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
                                                                            "train.colour_jitter=0.2"],
+    "CT, both mixes 50/50, class-balanced L_CT and colour jitter 0.1": ["loss.consistency_omega=0.5",
+                                                                        "train.colour_jitter=0.1"],
+    "CT, both mixes 75/25, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
+                                                                           "train.colour_jitter=0.2",
+                                                                           "train.cross_domain_ratio=0.75"],
 }
 
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import stages.train.loop as train
-from models.preprocess import normalize
 from models.text import load_text_encoder
 from pipeline.config import load_config
 from pipeline.store import write_parquet

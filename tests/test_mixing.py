@@ -175,6 +175,18 @@ def test_colour_jitter_strength():
     assert (train.strong_augment(flat, 0.5) - flat).abs().amax((1, 2, 3)).min() > 1e-3
 
 
+@pytest.mark.parametrize(("labelled", "jitter"), [(0, 0.5), (1, 0.2), (20, 0.2)])
+def test_colour_jitter_auto_follows_the_labelled_target_images(labelled, jitter):
+    """train.colour_jitter auto: UniMatch's 0.5 with no labelled target image (UDA), 0.2 with some; the worker's
+    config and setup.json carry the value that ran; a number is kept as given."""
+    data = train.TrainingSet([{}], [{}] * labelled, [{}] * 4)
+    cfg = load_config(None, [])
+    assert cfg.train.colour_jitter == "auto"
+    assert train.resolved(cfg, data).train.colour_jitter == jitter
+    assert train.describe(cfg, data)["colour_jitter"] == jitter
+    assert train.resolved(load_config(None, ["train.colour_jitter=0.35"]), data).train.colour_jitter == 0.35
+
+
 @pytest.mark.parametrize("decoder", ["light", "multilevel"])
 def test_feature_perturbation_drops_channels_of_the_last_images_only(decoder):
     model = build_segmentor(ModelConfig(decoder=decoder, dlg_dim=8, decoder_channels=8), text_dim=16,

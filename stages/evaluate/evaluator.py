@@ -24,7 +24,6 @@ from stages.language import TextEmbeddingStore, served_captions
 from stages.metrics import confusion, iou_per_class, miou
 from stages.trained import CHECKPOINT, read_setup
 
-
 LABEL_IDS_DIR = "labelIds"  # predictions/labelIds/<city>_<seq>_<frame>_leftImg8bit.png, for cityscapesscripts
 EXAMPLES = 10  # saved predictions the report shows, at most
 

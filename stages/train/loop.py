@@ -29,7 +29,7 @@ from models.losses import build_supervised_loss, consistency_loss, passed_per_cl
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
-from pipeline.config import Config, TrainConfig, uses_consistency
+from pipeline.config import Config, TrainConfig, colour_jitter_for, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
@@ -388,6 +388,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     if ckpt is not None and rank == 0:
         console.print(f"  train: resuming from step {start}")
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
+    cfg = resolved(cfg, data)
     streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
     seed_step_rngs(t.seed, rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
@@ -439,6 +440,12 @@ def cross_domain(cfg: Config, data: TrainingSet) -> bool:
     return bool(data.unlabelled) and cfg.train.mix != "none" and cfg.train.mix_from != "unlabelled"
 
 
+def resolved(cfg: Config, data: TrainingSet) -> Config:
+    """``cfg`` with the keys that depend on the training set settled: ``train.colour_jitter: auto``."""
+    jitter = colour_jitter_for(cfg.train, len(data.labelled_target))
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"colour_jitter": jitter})})
+
+
 def mixing(cfg: Config, data: TrainingSet) -> str:
     """Which strong views ran: e.g. ``classmix: cross-domain 50 %, within the target 50 %``."""
     t = cfg.train
@@ -456,7 +463,8 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     """What the training actually used, as the paper's ablation names it (Table 3)."""
     return {
         "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
-        "mixing": mixing(cfg, data), "pasted_gt": cfg.loss.pasted_gt if cross_domain(cfg, data) else "-",
+        "mixing": mixing(cfg, data), "colour_jitter": colour_jitter_for(cfg.train, len(data.labelled_target))
+        if data.unlabelled else "-", "pasted_gt": cfg.loss.pasted_gt if cross_domain(cfg, data) else "-",
         "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg, "dlg_captions": cfg.model.dlg_captions if cfg.model.dlg else "-",
         "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
         "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
