@@ -34,6 +34,9 @@ VARIANTS = {
     "CT, both mixes 75/25, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
                                                                            "train.colour_jitter=0.2",
                                                                            "train.cross_domain_ratio=0.75"],
+    "CT, both mixes 75/25, class-balanced L_CT, UniMatch's colour jitter (0.5)": ["loss.consistency_omega=0.5",
+                                                                                 "train.colour_jitter=0.5",
+                                                                                 "train.cross_domain_ratio=0.75"],
 }
 
 

@@ -83,12 +83,15 @@ def write_world(root: Path, n: int, sizes: dict) -> list[dict]:
     return rows
 
 
+JITTER = "train.colour_jitter=0.5"  # a step needs a settled value (a run settles auto from its training set); same cost
+
+
 def training_config(tiny: bool, loader_workers: int):
     if tiny:
-        return load_config(None, ["train.batch_size=2", f"train.loader_workers={loader_workers}"])
+        return load_config(None, ["train.batch_size=2", f"train.loader_workers={loader_workers}", JITTER])
     return load_config(ROOT / "configs" / "gta5_cityscapes.yaml", [
         "data.source.root=/", "data.target.root=/", "model.vision_pretrained=none",
-        f"train.loader_workers={loader_workers}"])
+        f"train.loader_workers={loader_workers}", JITTER])
 
 
 def text_store(directory: Path, ids: list[str], dim: int):

@@ -80,7 +80,7 @@ def tiny_language(steps: int) -> None:
     device = pick_device()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [f"paths.workdir={tmp}", "data.demo.n_source=64", "data.demo.n_target_train=64",
-                                 "data.demo.n_target_val=4"])
+                                 "data.demo.n_target_val=4", "train.colour_jitter=0.5"])
         run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
         store = TextEmbeddingStore(stage_dir(Path(tmp), "embed_text", fingerprints(cfg)["embed_text"]))
         streams = build_streams(training_inputs(cfg, Path(tmp)), cfg.train, seed=0, start=0, pin=False)
@@ -233,7 +233,8 @@ def full(steps: int, images: int, loader_workers: int, loader_only: bool = False
               f"{np.mean([p.stat().st_size for p in city.glob('leftImg8bit/train/*/*.png')]) / 1e6:.1f} MB")
         cfg = load_config(Path(__file__).parent.parent / "configs" / "gta5_cityscapes.yaml", [
             f"data.source.root={gta5}", f"data.target.root={city}", f"paths.workdir={tmp / 'work'}",
-            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}"])
+            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}",
+            "train.colour_jitter=0.5"])
         run_pipeline(cfg, ["ingest", "split"])
         data = training_inputs(cfg, tmp / "work")
         ids = [r["image_id"] for r in data.source + data.labelled_target + data.unlabelled]

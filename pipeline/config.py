@@ -136,7 +136,7 @@ class LossConfig(Section):
     class_thresholds: bool = True  # τ_c = a quantile of the class's confidences (not Th): rare classes teach too
     class_threshold_quantile: float = Field(0.95, ge=0, le=1)  # that quantile, per class and batch (0.95: no class collapses at 1000 its)
     class_threshold_cap: bool = False  # True: τ_c = min(Th, quantile); False: the quantile alone, so the same share of each class passes (measured better at 1000 its)
-    consistency_omega: float = Field(1.0, ge=0, le=1)  # class balance of L_CT as DyCE's ω over the passed pixels; 1: plain CE (Eq. 4)
+    consistency_omega: float = Field(0.5, ge=0, le=1)  # class balance of L_CT as DyCE's ω over the passed pixels; 1: plain CE (Eq. 4); 0.5 by docs/BENCHMARKS.md
     pasted_gt: Literal["ct", "sup"] = "sup"  # ground truth pasted by a cross-domain mix: in L_sup with DyCE's class weights (default), or in L_CT at confidence 1 (DACS)
     ignore_index: int = 255
 
@@ -154,7 +154,7 @@ class TrainConfig(Section):
     ema_alpha: float = Field(0.999, ge=0, le=1)  # α, Eq. 6
     mix: Literal["none", "cutmix", "classmix"] = "classmix"  # the strong view mixes each unlabelled image with a partner
     mix_from: Literal["unlabelled", "labelled", "both"] = "both"  # the partner: another unlabelled image (teacher's labels), a labelled one (ground truth; DACS), or either (IIDM; the default by docs/BENCHMARKS.md)
-    cross_domain_ratio: float = Field(0.5, ge=0, le=1)  # with mix_from both: the share of each batch's strong views that are cross-domain
+    cross_domain_ratio: float = Field(0.75, ge=0, le=1)  # with mix_from both: the share of each batch's strong views that are cross-domain (0.75 by docs/BENCHMARKS.md)
     colour_jitter: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"  # s of the strong view: brightness/contrast/saturation ±s, hue ±s/2, grayscale p 0.4·s; auto: colour_jitter_for (docs/BENCHMARKS.md)
     ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
     feature_perturbation: float = Field(0.5, ge=0, lt=1)  # p: also teach the weak views with encoder channels dropped at p (UniMatch); 0 = off

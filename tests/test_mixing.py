@@ -14,6 +14,8 @@ from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, m
 from models.segmentor import build_segmentor, decoder_levels, ema_alpha
 from pipeline.config import ModelConfig, load_config
 
+JITTER = "train.colour_jitter=0.5"  # a step is given a settled value (a training run settles auto from its set)
+
 
 def test_classmix_pastes_half_of_each_images_classes():
     pseudo = torch.zeros(2, 8, 8, dtype=torch.long)
@@ -44,7 +46,7 @@ def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch
     text = torch.randn(3, 4, 8)
     batch = train.Batch(images, labels, (text, torch.ones(3, 4, dtype=torch.bool)), images,
                         (text, torch.ones(3, 4, dtype=torch.bool)))
-    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=unlabelled"])
+    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=unlabelled", JITTER])
     view = train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
     source = torch.round((view.images[:, 0] - 0.1) / 0.4).long()  # which image each pixel came from
     assert set(source.unique().tolist()) == {0, 1, 2}
@@ -75,7 +77,7 @@ def test_cross_domain_mix_pastes_labelled_pixels_with_their_ground_truth(monkeyp
     l_text, u_text = torch.randn(4, 3, 8), torch.randn(2, 5, 8)
     batch = train.Batch(labelled, labels, (l_text, torch.ones(4, 3, dtype=torch.bool)), unlabelled,
                         (u_text, torch.ones(2, 5, dtype=torch.bool)))
-    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=labelled"])
+    cfg = load_config(None, ["train.mix=classmix", "train.mix_from=labelled", JITTER])
     torch.manual_seed(3)
     view = train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
     teacher_conf = Teacher()(None, None, None).logits.softmax(1).max(1).values
@@ -222,7 +224,7 @@ def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     student, teacher = Recorder(model), build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), 16, 19).eval()
     text = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
     batch = train.Batch(torch.rand(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), text, torch.rand(2, 3, 32, 32), text)
-    cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5"])
+    cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5", JITTER])
     _, logs = train.train_step(batch, student, teacher, torch.nn.CrossEntropyLoss(ignore_index=255), cfg, amp=False)
     ((images, perturb, logits),) = student.calls
     if not p:
@@ -233,7 +235,8 @@ def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     with torch.no_grad():
         pseudo, confidence = pseudo_labels(teacher(normalize(batch.unlabelled), *text).logits)
     th = class_thresholds(confidence, pseudo, 19, 0.95, 0.5, cap=False)
-    expected, _ = consistency_loss(logits[4:].detach(), pseudo, confidence, th)  # against the unmixed labels
+    expected, _ = consistency_loss(logits[4:].detach(), pseudo, confidence, th,  # against the unmixed labels
+                                   omega=cfg.loss.consistency_omega)
     assert logs["loss_fp"] == pytest.approx(float(expected), rel=1e-5) and expected > 0
     assert logs["loss_ct"] != pytest.approx(float(expected))  # the strong view's loss counts too
 
@@ -262,7 +265,7 @@ def test_both_mixes_occur_at_the_configured_ratio(monkeypatch, ratio, n):
     the rest an unlabelled partner with the teacher's labels; the mixed captions follow each view's partner."""
     monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
     batch = two_domain_batch(n)
-    cfg = load_config(None, ["train.mix_from=both", f"train.cross_domain_ratio={ratio}"])
+    cfg = load_config(None, ["train.mix_from=both", f"train.cross_domain_ratio={ratio}", JITTER])
     for seed in range(3):
         torch.manual_seed(seed)
         view = train.strong_view(batch, ClassOne(), cfg, torch.autocast("cpu", enabled=False))
@@ -297,7 +300,7 @@ def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
     monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
     torch.manual_seed(0)
     batch = two_domain_batch(2)
-    cfg = load_config(None, ["train.mix_from=labelled", f"loss.pasted_gt={where}", "train.feature_perturbation=0",
+    cfg = load_config(None, ["train.mix_from=labelled", f"loss.pasted_gt={where}", "train.feature_perturbation=0", JITTER,
                              "loss.class_thresholds=false", "loss.confidence_threshold=0.5"])
     student = Recorder(build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=8, num_classes=19))
     dyce = DyCELoss(0.2, 0.5)
@@ -311,11 +314,12 @@ def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
     if where == "sup":
         expected_sup = dyce(logits[:6].detach(), torch.cat([batch.labels, pasted]))
         expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence.masked_fill(view.from_gt, -1),
-                                          0.5)
+                                          0.5, omega=cfg.loss.consistency_omega)
         assert logs["ct_pseudo"] == pytest.approx(float(logs["ct_passed"]))  # only pseudo-labels pass L_CT
     else:
         expected_sup = dyce(logits[:4].detach(), batch.labels)
-        expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence, 0.5)
+        expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence, 0.5,
+                                          omega=cfg.loss.consistency_omega)
         assert float(logs["ct_passed"]) > float(logs["ct_pseudo"])  # pasted pixels pass too, at confidence 1
     assert float(logs["loss_sup"]) == pytest.approx(float(expected_sup), rel=1e-5)
     assert float(logs["loss_ct"]) == pytest.approx(float(expected_ct), rel=1e-5)

@@ -216,6 +216,13 @@ def paste_masks(top: Layer, mix: str) -> torch.Tensor:
     return cutmix_masks(tuple(top.labels.shape), top.labels.device) & known
 
 
+def jitter(t: TrainConfig) -> float:
+    """The strong view's colour jitter; ``auto`` must have been settled by the training set (``resolved``)."""
+    if t.colour_jitter == "auto":
+        raise ValueError("train.colour_jitter: auto depends on the training set; settle it with resolved() first")
+    return t.colour_jitter
+
+
 def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> StrongView:
     """Pseudo-labels from the teacher on the weak views, then the mixed strong view: ClassMix or CutMix of
     each unlabelled image with a partner (``train.mix_from``). The mix mask moves images, labels and
@@ -231,12 +238,12 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     nothing = torch.zeros_like(pseudo, dtype=torch.bool)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
-        return StrongView(strong_augment(base.images, cfg.train.colour_jitter), u_text, u_mask, pseudo, confidence, th,
+        return StrongView(strong_augment(base.images, jitter(cfg.train)), u_text, u_mask, pseudo, confidence, th,
                           base, nothing)
     top, cross = mix_partners(batch, base, cfg.train, cfg.loss.ignore_index)
     paste = paste_masks(top, cfg.train.mix)
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
-    return StrongView(strong_augment(mix(paste, top.images, base.images), cfg.train.colour_jitter), text, mask,
+    return StrongView(strong_augment(mix(paste, top.images, base.images), jitter(cfg.train)), text, mask,
                       mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th, base,
                       paste & cross.to(paste.device)[:, None, None])
 
