@@ -172,5 +172,5 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch
                                                     label_ids))
             advance(len(chunk))
     for p, why in result.skipped:
-        console.print(f"[yellow]skipped[/] {p}: {why}")
+        console.print(f"[yellow]skipped[/] {p}: {why}", soft_wrap=True)  # the whole path, however long
     return result
