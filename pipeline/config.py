@@ -266,7 +266,7 @@ class Config(Section):
 def colour_jitter_for(t: TrainConfig, labelled_target: int) -> float:
     """The strong view's colour jitter s: ``train.colour_jitter``, or with ``auto`` UniMatch's 0.5 when no target
     image is labelled (the jitter then stands in for the target's unseen colours: on the demo world at 0 labelled,
-    0.2 gained +8.6 mIoU19 over no CT where 0.5 gained +25.7) and 0.2 when some are (their ground truth shows the
+    0.2 gained +8.6 mIoU19 over no CT, 0.5 +25.0 to +25.7) and 0.2 when some are (their ground truth shows the
     target's colours; 0.5 moved look-alike classes onto each other, fence taken for terrain: docs/BENCHMARKS.md)."""
     if t.colour_jitter != "auto":
         return t.colour_jitter
