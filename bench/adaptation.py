@@ -37,6 +37,7 @@ VARIANTS = {
     "CT, both mixes 75/25, class-balanced L_CT, UniMatch's colour jitter (0.5)": ["loss.consistency_omega=0.5",
                                                                                  "train.colour_jitter=0.5",
                                                                                  "train.cross_domain_ratio=0.75"],
+    "CT, the default (auto jitter), no blur in the strong view": ["train.strong_blur=0"],
 }
 
 

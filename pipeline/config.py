@@ -156,6 +156,7 @@ class TrainConfig(Section):
     mix_from: Literal["unlabelled", "labelled", "both"] = "both"  # the partner: another unlabelled image (teacher's labels), a labelled one (ground truth; DACS), or either (IIDM; the default by docs/BENCHMARKS.md)
     cross_domain_ratio: float = Field(0.75, ge=0, le=1)  # with mix_from both: the share of each batch's strong views that are cross-domain (0.75 by docs/BENCHMARKS.md)
     colour_jitter: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"  # s of the strong view: brightness/contrast/saturation ±s, hue ±s/2, grayscale p 0.4·s; auto: colour_jitter_for (docs/BENCHMARKS.md)
+    strong_blur: float = Field(0.5, ge=0, le=1)  # the strong view's Gaussian blur probability (UniMatch: 0.5)
     ema_warmup: bool = True  # α_t = min(1 − 1/(t+1), α): the teacher follows the student early (Mean Teacher)
     feature_perturbation: float = Field(0.5, ge=0, lt=1)  # p: also teach the weak views with encoder channels dropped at p (UniMatch); 0 = off
     warmup_iters: int = Field(0, ge=0)  # linear learning-rate warm-up (DAFormer: 1500)

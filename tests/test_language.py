@@ -126,7 +126,7 @@ def test_every_stream_of_the_one_pass_carries_its_own_images_captions(tmp_path, 
     """Through next_batch, the mixed strong view and feature perturbation: a mixed image's caption holds the
     captions of exactly the images it shows (pasted one first), and every other image's its own. Permuting
     the captions of a batch anywhere on the way fails this."""
-    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)  # colours stay readable; geometry is the test
+    monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)  # colours stay readable; geometry is the test
     store = TextEmbeddingStore(identity_store(tmp_path))
     streams = Streams(stream_of(IDS[:2]), stream_of(IDS[2:3]), stream_of(IDS[3:6]))
     batch = train.next_batch(streams, store, 77, torch.device("cpu"))

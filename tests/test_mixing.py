@@ -32,7 +32,7 @@ def test_classmix_pastes_half_of_each_images_classes():
 
 def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch):
     """Through the training code: the teacher's pseudo-labels and confidences follow the image pixels."""
-    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)  # photometric only; the geometry is the test
+    monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)  # photometric only; the geometry is the test
     images = torch.stack([torch.full((3, 16, 16), v) for v in (0.1, 0.5, 0.9)])  # image k is its own colour
     labels = torch.stack([torch.randint(0, 19, (16, 16), generator=torch.Generator().manual_seed(k))
                           for k in range(3)])
@@ -61,7 +61,7 @@ def test_a_mixed_pixel_and_its_pseudo_label_come_from_the_same_image(monkeypatch
 def test_cross_domain_mix_pastes_labelled_pixels_with_their_ground_truth(monkeypatch):
     """train.mix_from=labelled (DACS): a pasted pixel comes from a labelled image and carries its ground
     truth at confidence 1; ignored ground truth is never pasted; the rest keeps the teacher's label."""
-    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
+    monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)
     g = torch.Generator().manual_seed(0)
     labelled = torch.stack([torch.full((3, 16, 16), v) for v in (0.2, 0.4, 0.6, 0.8)])  # source, target
     labels = torch.randint(0, 19, (4, 16, 16), generator=g)
@@ -263,7 +263,7 @@ class ClassOne(torch.nn.Module):
 def test_both_mixes_occur_at_the_configured_ratio(monkeypatch, ratio, n):
     """train.mix_from=both (IIDM): round(ratio·B) strong views paste a labelled image with its ground truth,
     the rest an unlabelled partner with the teacher's labels; the mixed captions follow each view's partner."""
-    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
+    monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)
     batch = two_domain_batch(n)
     cfg = load_config(None, ["train.mix_from=both", f"train.cross_domain_ratio={ratio}", JITTER])
     for seed in range(3):
@@ -297,7 +297,7 @@ def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
     the labelled pixels, and takes them out of L_CT; ct keeps them in L_CT at confidence 1 (plain CE, DACS)."""
     from models.losses import DyCELoss
 
-    monkeypatch.setattr(train, "strong_augment", lambda x, s: x)
+    monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)
     torch.manual_seed(0)
     batch = two_domain_batch(2)
     cfg = load_config(None, ["train.mix_from=labelled", f"loss.pasted_gt={where}", "train.feature_perturbation=0", JITTER,

@@ -19,10 +19,12 @@ INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels
 EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
 # Keys added after runs existed, at the value that trains exactly as before the key: left out of the
 # fingerprint at that value, so those runs stay valid (a sweep reuses them).
-INERT = {"feature_perturbation": 0.0, "dlg_captions": "own", "pasted_gt": "ct", "dlg_pixel_text": False}
+INERT = {"feature_perturbation": 0.0, "dlg_captions": "own", "pasted_gt": "ct", "dlg_pixel_text": False,
+         "strong_blur": 0.5}
 # Keys that only shape consistency training: without it they change nothing, so they leave the fingerprint
 # and every CT variant of a sweep shares one no-CT baseline.
-CT_KEYS = {"train": {"mix", "mix_from", "cross_domain_ratio", "colour_jitter", "feature_perturbation"},
+CT_KEYS = {"train": {"mix", "mix_from", "cross_domain_ratio", "colour_jitter", "strong_blur",
+                     "feature_perturbation"},
            "loss": {"confidence_threshold", "class_thresholds", "class_threshold_quantile", "class_threshold_cap",
                     "consistency_omega", "pasted_gt"}}
 

@@ -78,10 +78,11 @@ def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin:
 
 
 # augmentation ----------------------------------------------------------------------------------------
-def strong_augment(images: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+def strong_augment(images: torch.Tensor, strength: float = 0.5, blur: float = 0.5) -> torch.Tensor:
     """Photometric strong view of (B, 3, H, W) in [0, 1], per image: brightness, contrast and saturation
-    × U(1 − s, 1 + s), hue + U(−s/2, s/2), grayscale with probability 0.4·s, then blur half of the time
-    (s = ``train.colour_jitter``; 0.5: UniMatch's hue 0.25 and grayscale 0.2).
+    × U(1 − s, 1 + s), hue + U(−s/2, s/2), grayscale with probability 0.4·s, then a Gaussian blur with
+    probability ``blur`` (s = ``train.colour_jitter``, blur = ``train.strong_blur``; 0.5 and 0.5: UniMatch's
+    hue 0.25, grayscale 0.2 and blur half of the time).
 
     Geometry is unchanged, so the teacher's pseudo-labels on the weak view stay aligned.
     """
@@ -95,7 +96,7 @@ def strong_augment(images: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
         img = TF.adjust_hue(img, random.uniform(-strength / 2, strength / 2))
         if random.random() < 0.4 * strength:
             img = TF.rgb_to_grayscale(img, num_output_channels=3)
-        if random.random() < 0.5:
+        if random.random() < blur:
             img = TF.gaussian_blur(img, kernel_size=5, sigma=random.uniform(0.1, 2.0))
         out.append(img)
     return torch.stack(out).clamp(0, 1)
@@ -238,12 +239,13 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     nothing = torch.zeros_like(pseudo, dtype=torch.bool)
     if cfg.train.mix == "none" or (cfg.train.mix_from == "unlabelled" and base.images.shape[0] < 2):
-        return StrongView(strong_augment(base.images, jitter(cfg.train)), u_text, u_mask, pseudo, confidence, th,
-                          base, nothing)
+        return StrongView(strong_augment(base.images, jitter(cfg.train), cfg.train.strong_blur), u_text, u_mask,
+                          pseudo, confidence, th, base, nothing)
     top, cross = mix_partners(batch, base, cfg.train, cfg.loss.ignore_index)
     paste = paste_masks(top, cfg.train.mix)
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
-    return StrongView(strong_augment(mix(paste, top.images, base.images), jitter(cfg.train)), text, mask,
+    return StrongView(strong_augment(mix(paste, top.images, base.images), jitter(cfg.train),
+                                     cfg.train.strong_blur), text, mask,
                       mix(paste, top.labels, pseudo), mix(paste, top.confidence, confidence), th, base,
                       paste & cross.to(paste.device)[:, None, None])
 
