@@ -46,8 +46,12 @@ class DyCELoss(nn.Module):
             raise ValueError("DyCELoss needs 0 < hard_ratio <= 1 and 0 <= omega <= 1")
         self.hard_ratio, self.omega, self.ignore_index, self.select = hard_ratio, omega, ignore_index, select
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits (B, C, H, W), target (B, H, W) int64 -> scalar."""
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """logits (B, C, H, W), target (B, H, W) int64 -> scalar. ``class_weight`` (C,), where given: another
+        method's class weights w_c (DHC's) kept inside Eq. 9: each f_c^(ω-1) is multiplied by w_c and the sum
+        divided by the mean weight of H, so constant weights give Eq. 9 exactly and ω = 1 gives the
+        w-weighted mean CE over H (PyTorch's weighted CE on the mined pixels)."""
         num_classes = logits.shape[1]
         ce = pixel_ce(logits, target, self.ignore_index).flatten()  # ℓ_i; 0 where ignored
         labels = target.flatten()
@@ -58,9 +62,14 @@ class DyCELoss(nn.Module):
             classes = torch.where(hard, labels, num_classes)  # pixels outside H count in a spare bin
             f_c = torch.zeros(num_classes + 1, device=ce.device).index_add_(0, classes, torch.ones_like(ce))[:num_classes]
             table = torch.cat([f_c.clamp_min(1.0).pow(self.omega - 1.0), f_c.new_zeros(1)])  # 1 / f_c^(1-ω)
+            scale = torch.ones((), device=ce.device)
+            if class_weight is not None:
+                w = class_weight.detach().float().to(ce.device)
+                table[:num_classes] *= w
+                scale = (f_c * w).sum() / f_c.sum().clamp_min(1.0)  # the mean weight of H
             weight = table[classes]  # per pixel: its class weight on H, 0 elsewhere
         # no valid pixel: every weight is 0, so the loss and its gradient are 0
-        return (weight * ce).sum() / k.clamp_min(1).double().pow(self.omega).float()
+        return (weight * ce).sum() / (k.clamp_min(1).double().pow(self.omega).float() * scale.clamp_min(1e-8))
 
     def _hardest(self, ce: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Mask of the k valid pixels of largest CE; ties at the threshold go to the earliest pixels."""

@@ -58,15 +58,18 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor |
 
 
 class SupervisedCE(nn.Module):
-    """The cross-entropy term of a supervised loss: plain (or class-weighted, DHC) CE, or DyCE (Eq. 9)."""
+    """The cross-entropy term of a supervised loss: plain (or class-weighted, DHC) CE, or DyCE (Eq. 9). With
+    DyCE, a method's own class weights (DHC's DistDW/DiffDW) are dropped (``keep_weights`` false: DyCE's
+    weights replace them) or kept inside Eq. 9 (true: ``DyCELoss``'s ``class_weight``)."""
 
-    def __init__(self, dyce: bool, hard_ratio: float, omega: float):
+    def __init__(self, dyce: bool, hard_ratio: float, omega: float, keep_weights: bool = False):
         super().__init__()
         self.dyce = DyCELoss(hard_ratio, omega, ignore_index=255) if dyce else None
+        self.keep_weights = keep_weights
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        if self.dyce is not None:  # DyCE's own class weights replace DHC's in this term
-            return self.dyce(logits, labels.long())
+        if self.dyce is not None:
+            return self.dyce(logits, labels.long(), weight if self.keep_weights else None)
         return F.cross_entropy(logits.float(), labels.long(), weight=weight)
 
 

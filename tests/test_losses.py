@@ -81,6 +81,21 @@ def test_omega_one_is_mean_ce_over_mined_pixels():
     assert DyCELoss(0.25, 1.0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_class_weights_inside_dyce():
+    """Another method's class weights kept in Eq. 9: constant weights change nothing; at ω = 1 it is the
+    weighted mean CE over the mined pixels, as PyTorch weighs CE."""
+    g = torch.Generator().manual_seed(3)
+    logits, target = torch.randn(2, 4, 8, 8, generator=g) * 2, torch.randint(0, 4, (2, 8, 8), generator=g)
+    plain = DyCELoss(0.3, 0.5)(logits, target).item()
+    assert DyCELoss(0.3, 0.5)(logits, target, torch.full((4,), 7.0)).item() == pytest.approx(plain, rel=1e-6)
+    w = torch.tensor([0.5, 2.0, 1.0, 4.0])
+    ce = F.cross_entropy(logits, target, reduction="none").flatten()
+    hard = ce.topk(math.ceil(0.3 * ce.numel())).indices
+    expected = (w[target.flatten()[hard]] * ce[hard]).sum() / w[target.flatten()[hard]].sum()
+    assert DyCELoss(0.3, 1.0)(logits, target, w).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert DyCELoss(0.3, 0.5)(logits, target, w).item() != pytest.approx(plain, rel=1e-3)
+
+
 def test_full_ratio_and_omega_one_is_plain_ce():
     g = torch.Generator().manual_seed(2)
     logits, target = torch.randn(3, 6, 5, 5, generator=g), torch.randint(0, 6, (3, 5, 5), generator=g)

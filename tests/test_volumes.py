@@ -163,6 +163,10 @@ def test_supervised_ce_term_is_dyce_exactly_when_asked():
     w = torch.ones(14)
     w[12] = 5.0
     assert float(plain(logits, batch.labels, w)) != pytest.approx(float(plain(logits, batch.labels)))
+    assert float(SupervisedCE(True, 0.2, 0.5)(logits, batch.labels, w)) == pytest.approx(
+        float(DyCELoss(0.2, 0.5)(logits, batch.labels)))  # DyCE's weights replace DHC's
+    assert float(SupervisedCE(True, 0.2, 0.5, keep_weights=True)(logits, batch.labels, w)) == pytest.approx(
+        float(DyCELoss(0.2, 0.5)(logits, batch.labels, w)))  # volumes.dyce_keeps_weights: both
 
 
 def test_uamt_masks_the_uncertain_voxels():
