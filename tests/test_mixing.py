@@ -177,6 +177,28 @@ def test_colour_jitter_strength():
     assert (train.strong_augment(flat, 0.5) - flat).abs().amax((1, 2, 3)).min() > 1e-3
 
 
+def test_strong_blur_probability(monkeypatch):
+    """train.strong_blur: 0 never blurs (no jitter: the images come back as they were), 1 blurs every image;
+    the strong view uses the configured value."""
+    images = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    random.seed(0)
+    assert torch.allclose(train.strong_augment(images, 0.0, 0.0), images, atol=1e-5)
+    blurred = train.strong_augment(images, 0.0, 1.0)
+    assert (blurred - images).abs().amax((1, 2, 3)).min() > 1e-3
+    seen = []
+    monkeypatch.setattr(train, "strong_augment", lambda x, s, blur: seen.append(blur) or x)
+
+    class Teacher(torch.nn.Module):
+        def forward(self, x, text, mask):
+            return type("Out", (), {"logits": torch.zeros(x.shape[0], 19, *x.shape[2:])})()
+
+    text = (torch.randn(6, 4, 8), torch.ones(6, 4, dtype=torch.bool))
+    batch = train.Batch(images, torch.zeros(6, 12, 12, dtype=torch.long), text, images, text)
+    cfg = load_config(None, ["train.mix=none", "train.strong_blur=0.25", JITTER])
+    train.strong_view(batch, Teacher(), cfg, torch.autocast("cpu", enabled=False))
+    assert seen == [0.25]
+
+
 @pytest.mark.parametrize(("labelled", "jitter"), [(0, 0.5), (1, 0.2), (20, 0.2)])
 def test_colour_jitter_auto_follows_the_labelled_target_images(labelled, jitter):
     """train.colour_jitter auto: UniMatch's 0.5 with no labelled target image (UDA), 0.2 with some; the worker's
