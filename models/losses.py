@@ -49,9 +49,11 @@ class DyCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """logits (B, C, H, W), target (B, H, W) int64 -> scalar. ``class_weight`` (C,), where given: another
-        method's class weights w_c (DHC's) kept inside Eq. 9: each f_c^(ω-1) is multiplied by w_c and the sum
-        divided by the mean weight of H, so constant weights give Eq. 9 exactly and ω = 1 gives the
-        w-weighted mean CE over H (PyTorch's weighted CE on the mined pixels)."""
+        method's class weights w_c (DHC's) kept inside Eq. 9: each f_c^(ω-1) is multiplied by w_c / w̄, w̄ the
+        mean weight of the classes present in H, so constant weights give Eq. 9 exactly and no class gains more
+        than (classes in H)× its Eq. 9 weight. (Dividing by the mean weight of H's pixels instead, as PyTorch's
+        weighted CE does, blew the loss up by sqrt(f_H / f_fg) when DHC gives the background, most of H, a
+        weight near 0: docs/BENCHMARKS.md.)"""
         num_classes = logits.shape[1]
         ce = pixel_ce(logits, target, self.ignore_index).flatten()  # ℓ_i; 0 where ignored
         labels = target.flatten()
@@ -66,7 +68,8 @@ class DyCELoss(nn.Module):
             if class_weight is not None:
                 w = class_weight.detach().float().to(ce.device)
                 table[:num_classes] *= w
-                scale = (f_c * w).sum() / f_c.sum().clamp_min(1.0)  # the mean weight of H
+                present = f_c > 0
+                scale = (w * present).sum() / present.sum().clamp_min(1)  # w̄: the mean weight of H's classes
             weight = table[classes]  # per pixel: its class weight on H, 0 elsewhere
         # no valid pixel: every weight is 0, so the loss and its gradient are 0
         return (weight * ce).sum() / (k.clamp_min(1).double().pow(self.omega).float() * scale.clamp_min(1e-8))

@@ -82,17 +82,22 @@ def test_omega_one_is_mean_ce_over_mined_pixels():
 
 
 def test_class_weights_inside_dyce():
-    """Another method's class weights kept in Eq. 9: constant weights change nothing; at ω = 1 it is the
-    weighted mean CE over the mined pixels, as PyTorch weighs CE."""
+    """Another method's class weights kept in Eq. 9: constant weights change nothing; otherwise each class's
+    term f_c^(ω-1) Σ ℓ is multiplied by w_c / (the mean w of the classes in H), by hand; a class absent from
+    H does not count in that mean."""
     g = torch.Generator().manual_seed(3)
-    logits, target = torch.randn(2, 4, 8, 8, generator=g) * 2, torch.randint(0, 4, (2, 8, 8), generator=g)
+    logits, target = torch.randn(2, 5, 8, 8, generator=g) * 2, torch.randint(0, 4, (2, 8, 8), generator=g)
     plain = DyCELoss(0.3, 0.5)(logits, target).item()
-    assert DyCELoss(0.3, 0.5)(logits, target, torch.full((4,), 7.0)).item() == pytest.approx(plain, rel=1e-6)
-    w = torch.tensor([0.5, 2.0, 1.0, 4.0])
+    assert DyCELoss(0.3, 0.5)(logits, target, torch.full((5,), 7.0)).item() == pytest.approx(plain, rel=1e-6)
+    w = torch.tensor([0.5, 2.0, 1.0, 4.0, 100.0])  # class 4 never occurs
     ce = F.cross_entropy(logits, target, reduction="none").flatten()
     hard = ce.topk(math.ceil(0.3 * ce.numel())).indices
-    expected = (w[target.flatten()[hard]] * ce[hard]).sum() / w[target.flatten()[hard]].sum()
-    assert DyCELoss(0.3, 1.0)(logits, target, w).item() == pytest.approx(expected.item(), rel=1e-5)
+    classes = target.flatten()[hard]
+    f = torch.bincount(classes, minlength=5).float()
+    w_bar = w[f > 0].mean()
+    expected = sum(w[c] / w_bar * f[c] ** (0.5 - 1) * ce[hard][classes == c].sum() for c in range(4) if f[c] > 0)
+    expected = expected / len(hard) ** 0.5
+    assert DyCELoss(0.3, 0.5)(logits, target, w).item() == pytest.approx(expected.item(), rel=1e-5)
     assert DyCELoss(0.3, 0.5)(logits, target, w).item() != pytest.approx(plain, rel=1e-3)
 
 
