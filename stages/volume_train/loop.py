@@ -208,7 +208,8 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     stepping = Method(method.name, {k: distribute(n, use_ray, world) for k, n in method.networks.items()},
                       method.frozen, NUM_CLASSES)
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
-    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v.ema_alpha, v.uamt_passes, v.depl_threshold, running.state)
+    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v.ema_alpha, v.uamt_passes, v.depl_threshold,
+                          running.state)
     return Worker(cfg, out_dir, rank, world, use_ray, device, method, stepping, optimizers, context, running, vols,
                   start)
 
