@@ -17,7 +17,6 @@ import numpy as np
 
 from pipeline.config import Config, config_from_mapping
 from pipeline.progress import console, progress
-from stages.datasets import CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -57,6 +56,7 @@ class Predictor:
     captioner: Any  # models.captioner.Captioner
     text: Any  # models.text.TextEncoder
     device: Any  # torch.device
+    num_classes: int  # the checkpoint's
 
     def language(self, images: list[np.ndarray]) -> list[tuple[Any, Any]]:
         """Each image's caption as F_L (1, max_tokens, c) with its mask, as the embed_text store would hold
@@ -87,7 +87,7 @@ class Predictor:
 
         t = self.cfg.train
         x = resize_image(image, t.target_size) if t.target_size is not None else image  # as training saw it
-        return label_map(self.model, x, text, mask, t.crop_size, len(CLASSES), self.cfg.eval.sliding_window,
+        return label_map(self.model, x, text, mask, t.crop_size, self.num_classes, self.cfg.eval.sliding_window,
                          image.shape[:2])
 
 
@@ -98,10 +98,12 @@ def load_predictor(path: Path, which: str | None, overrides: list[str], device: 
     from stages.checkpoint import load_model, read_meta
 
     device = device or pick_device()
-    cfg = inference_config(read_meta(path), overrides, path)
+    meta = read_meta(path)
+    cfg = inference_config(meta, overrides, path)
     model = load_model(path, cfg.model, which, device)
     captioner = load_captioner(cfg.caption.model, cfg.caption.dtype, device)
-    return Predictor(cfg, model, captioner, load_text_encoder(cfg.text.model, cfg.text.pretrained, device), device)
+    return Predictor(cfg, model, captioner, load_text_encoder(cfg.text.model, cfg.text.pretrained, device), device,
+                     int(meta["num_classes"]))
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -6,6 +6,8 @@ As the Cityscapes scripts do, a class with no pixel in the ground truth *and* no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from stages.datasets import CLASS_SETS, IGNORE
@@ -26,7 +28,8 @@ def iou_per_class(conf: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, tp / denom, np.nan)
 
 
-def miou(iou: np.ndarray, class_set: int) -> float:
-    """Mean IoU over a class set (19, 16 or 13), classes with no pixel anywhere left out."""
-    values = iou[list(CLASS_SETS[class_set])]
+def miou(iou: np.ndarray, class_set: int | Sequence[int]) -> float:
+    """Mean IoU over a class set — Cityscapes' 19, 16 or 13, or the class ids of a task's subset — classes with
+    no pixel anywhere left out."""
+    values = iou[list(CLASS_SETS[class_set] if isinstance(class_set, int) else class_set)]
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

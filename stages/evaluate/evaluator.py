@@ -17,11 +17,12 @@ from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
-from stages.datasets import CLASS_SETS, CLASSES, colourise, label_ids_name, load_label, to_label_ids
+from stages.datasets import colourise, label_ids_name, load_label, to_label_ids
 from stages.images import read_rgb, resize_image
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.language import TextEmbeddingStore, served_captions
 from stages.metrics import confusion, iou_per_class, miou
+from stages.tasks import task_of
 from stages.trained import CHECKPOINT, read_setup
 
 LABEL_IDS_DIR = "labelIds"  # predictions/labelIds/<city>_<seq>_<frame>_leftImg8bit.png, for cityscapesscripts
@@ -65,10 +66,11 @@ class Evaluator:
         self.store = TextEmbeddingStore(store_path, self.cfg.model.dlg_captions)  # as training read it
         self.pred_dir = Path(pred_dir)
         self.where = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device)}
+        self.num_classes = len(task_of(self.cfg.task).classes)
 
     def __call__(self, rows: list[dict[str, Any]], first: int) -> np.ndarray:
         """Confusion counts (C, C) of ``rows``; ``first``: the index of rows[0] among all val images."""
-        cfg, n = self.cfg, len(CLASSES)
+        cfg, n = self.cfg, self.num_classes
         conf = np.zeros((n, n), dtype=np.int64)
         for k, row in enumerate(rows, first):
             label = load_label(row["label_path"], "cityscapes")
@@ -86,7 +88,7 @@ class Evaluator:
             image = resize_image(image, cfg.train.target_size)  # as training saw the target
         text, mask = self.store.batch([row["image_id"]], cfg.model.max_tokens)
         return label_map(self.model, image, text.to(self.device), mask.to(self.device), cfg.train.crop_size,
-                         len(CLASSES), cfg.eval.sliding_window, size)
+                         self.num_classes, cfg.eval.sliding_window, size)
 
     def location(self) -> dict[str, Any]:
         return self.where
@@ -104,7 +106,7 @@ def evaluate_on_ray(ctx: StageContext, rows: list[dict[str, Any]], pred_dir: Pat
     actor = ray.remote(Evaluator).options(num_cpus=cfg.eval.num_cpus, num_gpus=cfg.eval.num_gpus or None).remote(
         cfg.model_dump(mode="json"), str((ctx.inputs["train"] / CHECKPOINT).resolve()),
         str(Path(ctx.inputs["embed_text"]).resolve()), str(pred_dir.resolve()))
-    n, chunk = len(CLASSES), 16
+    n, chunk = len(task_of(cfg.task).classes), 16
     conf = np.zeros((n, n), dtype=np.int64)
     try:
         with progress("evaluate", total=len(rows), unit="images") as advance:
@@ -137,15 +139,16 @@ def evaluate(ctx: StageContext) -> StageResult:
 
 def write_metrics(ctx: StageContext, conf: np.ndarray, images: int) -> dict[str, Any]:
     """metrics.json, per_class.parquet and confusion.npy; returns the mIoUs."""
-    n, iou = len(CLASSES), iou_per_class(conf)
-    metrics = {f"mIoU{k}": miou(iou, k) for k in CLASS_SETS}
+    classes, iou = task_of(ctx.cfg.task).classes, iou_per_class(conf)
+    n, names = len(classes), list(classes.names)
+    metrics = {f"mIoU{k}": miou(iou, ids) for k, ids in classes.subsets.items()}
     metrics["images"] = images
-    write_parquet(pa.table({"class_id": range(n), "name": list(CLASSES), "iou": iou,
+    write_parquet(pa.table({"class_id": range(n), "name": names, "iou": iou,
                             "pixels": conf.sum(1)}), ctx.out_dir / "per_class.parquet")
     with atomic_path(ctx.out_dir / "confusion.npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, conf)
-    write_json({**metrics, "per_class": dict(zip(CLASSES, map(float, iou), strict=True))},
+    write_json({**metrics, "per_class": dict(zip(names, map(float, iou), strict=True))},
                ctx.out_dir / "metrics.json")
     return metrics
 

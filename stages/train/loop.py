@@ -35,14 +35,17 @@ from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
 from stages import training
 from stages.checkpoint import Checkpoint
-from stages.datasets import CLASSES
 from stages.index import INDEX_FILE, dataset_roots, read_index, read_split
 from stages.language import TextEmbeddingStore
 from stages.loader import STREAMS, Streams, default_workers, stream
+from stages.tasks import task_of
 from stages.trained import CHECKPOINT, METRICS, SETUP  # noqa: F401  (where a run keeps them; tests read them here)
 from stages.training import distribute, latest_checkpoint, log_step, poly_lr, seed_step_rngs, worker_device
 
-NUM_CLASSES = len(CLASSES)
+
+def num_classes(cfg: Config) -> int:
+    """The task's class count (``cfg.task``: Cityscapes' 19 for the street task)."""
+    return len(task_of(cfg.task).classes)
 
 
 # data ------------------------------------------------------------------------------------------------
@@ -208,12 +211,12 @@ def mix_partners(batch: Batch, base: Layer, t: TrainConfig, ignore_index: int) -
     return (labelled if cross.all() else choose(cross, labelled, within_target(base))), cross
 
 
-def paste_masks(top: Layer, mix: str) -> torch.Tensor:
+def paste_masks(top: Layer, mix: str, n_classes: int) -> torch.Tensor:
     """(B, S, S) bool: the top image's pixels that are pasted: half of its classes (ClassMix; the
     teacher's or the ground truth's), or a box (CutMix). Pixels without a label (confidence 0) stay below."""
     known = top.confidence > 0
     if mix == "classmix":
-        return classmix_masks(top.labels.masked_fill(~known, NUM_CLASSES), NUM_CLASSES)
+        return classmix_masks(top.labels.masked_fill(~known, n_classes), n_classes)
     return cutmix_masks(tuple(top.labels.shape), top.labels.device) & known
 
 
@@ -234,7 +237,7 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
     pseudo, confidence = pseudo_labels(logits)
     th = cfg.loss.confidence_threshold
     if cfg.loss.class_thresholds:
-        th = class_thresholds(confidence, pseudo, NUM_CLASSES, th, cfg.loss.class_threshold_quantile,
+        th = class_thresholds(confidence, pseudo, num_classes(cfg), th, cfg.loss.class_threshold_quantile,
                               cfg.loss.class_threshold_cap)
     base = Layer(batch.unlabelled, pseudo, confidence, u_text, u_mask)
     nothing = torch.zeros_like(pseudo, dtype=torch.bool)
@@ -242,7 +245,7 @@ def strong_view(batch: Batch, teacher: Segmentor, cfg: Config, autocast) -> Stro
         return StrongView(strong_augment(base.images, jitter(cfg.train), cfg.train.strong_blur), u_text, u_mask,
                           pseudo, confidence, th, base, nothing)
     top, cross = mix_partners(batch, base, cfg.train, cfg.loss.ignore_index)
-    paste = paste_masks(top, cfg.train.mix)
+    paste = paste_masks(top, cfg.train.mix, num_classes(cfg))
     text, mask = mix_text(top.text, top.mask, u_text, u_mask, cfg.model.max_tokens)
     return StrongView(strong_augment(mix(paste, top.images, base.images), jitter(cfg.train),
                                      cfg.train.strong_blur), text, mask,
@@ -289,7 +292,7 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
     l_ct, passed = consistency_loss(logits[n_sup:n_sup + n_strong], view.pseudo, confidence,  # Eq. 4
                                     view.threshold, cfg.loss.consistency_omega, cfg.loss.ignore_index)
     logs = {"loss_sup": l_sup.detach(), "ct_passed": passed.mean(),
-            "ct_passed_per_class": passed_per_class(view.pseudo, passed, NUM_CLASSES),
+            "ct_passed_per_class": passed_per_class(view.pseudo, passed, num_classes(cfg)),
             "ct_pasted_gt": view.from_gt.float().mean(), "ct_pseudo": (passed.bool() & ~view.from_gt).float().mean()}
     if fp:
         l_fp, _ = consistency_loss(logits[n_sup + n_strong:], view.weak.labels, view.weak.confidence,
@@ -348,7 +351,7 @@ class Learner:
 def build_learner(cfg: Config, text_dim: int, device: torch.device) -> Learner:
     t = cfg.train
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    student = build_segmentor(cfg.model, text_dim, NUM_CLASSES).to(device)
+    student = build_segmentor(cfg.model, text_dim, num_classes(cfg)).to(device)
     optimizer = torch.optim.AdamW(student.param_groups(t.lr, t.backbone_lr_mult, t.weight_decay), betas=(0.9, 0.999),
                                   fused=device.type == "cuda")  # one kernel for all parameters on GPU
     return Learner(student, make_teacher(student), optimizer, [g["lr"] for g in optimizer.param_groups])
@@ -381,7 +384,7 @@ def checkpoint_meta(cfg: Config, text_dim: int) -> dict[str, Any]:
     and the config sections that rebuild the model and describe a new image to it as training did."""
     model = cfg.model.model_dump(mode="json") | {"imagenet_checkpoint": None}  # its weights are in the checkpoint
     sections = {name: getattr(cfg, name).model_dump(mode="json") for name in ("caption", "text", "train", "eval")}
-    return {"text_dim": text_dim, "num_classes": NUM_CLASSES, "config": {"model": model, **sections}}
+    return {"text_dim": text_dim, "num_classes": num_classes(cfg), "config": {"model": model, **sections}}
 
 
 def setup_worker(config: dict[str, Any]) -> Worker:
