@@ -219,6 +219,7 @@ class StepContext:
     uamt_passes: int = 8
     depl_threshold: float = 0.9
     state: dict = field(default_factory=dict)  # DePL's q̂ (qhat_a, qhat_b), DHC's DistDW and DiffDW
+    unsup_ce: nn.Module | None = None  # DHC's unsupervised CE terms as DyCE (volumes.dyce_unsup); None: DHC's weighted CE
 
 
 def supervised_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -267,8 +268,11 @@ def dhc_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[
     w_b = dist.update(out_b[n:])  # DistDW for network B, from its pseudo-labels on the unlabelled batch
     sup = c.sup_ce(out_a[:n], b.labels, w_a) + dice_loss(out_a[:n], b.labels, w_a) + \
         c.sup_ce(out_b[:n], b.labels, w_b) + dice_loss(out_b[:n], b.labels, w_b)
-    unsup = masked_ce(out_a, out_b.detach().argmax(1), weight=w_a) + masked_ce(out_b, out_a.detach().argmax(1),
-                                                                               weight=w_b)
+    pseudo_a, pseudo_b = out_a.detach().argmax(1), out_b.detach().argmax(1)
+    if c.unsup_ce is not None:  # class-balanced by Eq. 9 over every voxel, DyCE's weights in place of DHC's
+        unsup = c.unsup_ce(out_a, pseudo_b) + c.unsup_ce(out_b, pseudo_a)
+    else:
+        unsup = masked_ce(out_a, pseudo_b, weight=w_a) + masked_ce(out_b, pseudo_a, weight=w_b)
     return sup + c.unsup_weight * unsup, {"loss_sup": sup.detach(), "loss_unsup": unsup.detach(),
                                           "weight_min_a": w_a.min().detach(), "weight_min_b": w_b.min().detach()}
 

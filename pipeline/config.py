@@ -235,6 +235,7 @@ class VolumeConfig(Section):
     uamt_passes: int = Field(8, ge=2)  # UA-MT: noisy teacher passes for the uncertainty (T)
     depl_threshold: float = Field(0.9, ge=0, le=1)  # DePL: confidence of a debiased pseudo-label
     dyce_keeps_weights: bool = False  # DHC with loss.dyce: its DistDW/DiffDW class weights kept inside DyCE's Eq. 9 (false: DyCE's replace them)
+    dyce_unsup: bool = False  # DHC with loss.dyce: its unsupervised CE terms class-balanced by Eq. 9 too (every pseudo-labelled voxel, no mining, ω = loss.omega)
     stride: tuple[int, int] = (32, 16)  # sliding-window strides (in-plane, depth): DHC's test.py
     save_slices: int = Field(3, ge=0)  # test cases whose middle slices the report shows
 

@@ -169,6 +169,24 @@ def test_supervised_ce_term_is_dyce_exactly_when_asked():
         float(DyCELoss(0.2, 0.5)(logits, batch.labels, w)))  # volumes.dyce_keeps_weights: both
 
 
+def test_dhc_unsupervised_terms_are_dyce_when_asked():
+    """volumes.dyce_unsup: DHC's two cross pseudo-label CE terms become Eq. 9 over every voxel (no mining),
+    each network against the other's hard labels; otherwise DHC's class-weighted CE."""
+    torch.manual_seed(0)
+    m, batch = build_method("dhc", 14, 2, dropout=False), _batch()
+    images = torch.cat([batch.labelled, batch.unlabelled])
+    with torch.no_grad():
+        out_a, out_b = m.networks["a"](images), m.networks["b"](images)  # BatchNorm on batch statistics: as the step
+    balanced = DyCELoss(1.0, 0.5)
+    expected = float(balanced(out_a, out_b.argmax(1)) + balanced(out_b, out_a.argmax(1)))
+    context = _context("dhc", True, batch)
+    context.unsup_ce = balanced
+    _, logs = method_step(m, batch, context)
+    assert float(logs["loss_unsup"]) == pytest.approx(expected, rel=1e-4)
+    _, plain = method_step(m, batch, _context("dhc", True, batch))
+    assert float(plain["loss_unsup"]) != pytest.approx(expected, rel=1e-2)
+
+
 def test_uamt_masks_the_uncertain_voxels():
     """Voxels whose teacher entropy is at or above the threshold leave the consistency term; the rest count
     (softmax squared error) / (2 Σ mask)."""

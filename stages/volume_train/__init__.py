@@ -31,6 +31,8 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
                                       if cfg.loss.dyce else {})}
     if cfg.loss.dyce and v.method == "dhc" and v.dyce_keeps_weights:  # only DHC has weights; false as before
         loss["keeps_weights"] = True
+    if cfg.loss.dyce and v.method == "dhc" and v.dyce_unsup:
+        loss["unsup"] = True
     return {"volumes": {k: v.model_dump(mode="json")[k] for k in keys}, "loss": loss,
             "train": {k: getattr(cfg.train, k) for k in TRAIN_KEYS}}
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.losses import DyCELoss
 from models.ssl3d import (
     Batch3D,
     DiffDW,
@@ -208,8 +209,9 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     stepping = Method(method.name, {k: distribute(n, use_ray, world) for k, n in method.networks.items()},
                       method.frozen, NUM_CLASSES)
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
+    unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
     context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v.ema_alpha, v.uamt_passes, v.depl_threshold,
-                          running.state)
+                          running.state, unsup_ce)
     return Worker(cfg, out_dir, rank, world, use_ray, device, method, stepping, optimizers, context, running, vols,
                   start)
 
