@@ -7,7 +7,8 @@ predicts with the network(s) DHC evaluates. Where DyCE goes: **in place of each 
 and the consistency term keeps its own form. The methods' unsupervised terms stay as each method defines
 them: UA-MT's is a mean-squared error, not a CE; DePL's pseudo-labels are already debiased by its own class
 prior and DHC's weighted by its DistDW/DiffDW class weights, and mining the hardest pseudo-labelled voxels
-would mine the teacher's errors. The Dice terms stay (with DHC's class weights where DHC has them).
+would mine the teacher's errors (``StepContext.unsup_ce`` makes DHC's class-balanced by Eq. 9 without mining,
+``volumes.dyce_unsup``, off by default). The Dice terms stay (with DHC's class weights where DHC has them).
 """
 
 from __future__ import annotations
