@@ -168,7 +168,10 @@ def test_two_nodes_share_the_shards(tmp_path):
         ray.shutdown()
         cluster.shutdown()
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400)
+    # Ray Data starts its replicas asynchronously by default: the first one ready could caption all 14 shards
+    # before the other node's had loaded its model (seen once). Wait for both before any shard is handed out.
+    env = {**os.environ, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "300"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(result["nodes"]) == 2
