@@ -12,32 +12,42 @@ import argparse
 
 from grid import evaluate_variant, pct, per_class_header, per_class_row, train_in_process
 
+# The rows measured before today's default spell out the keys they ran with (the defaults have moved since):
+# FIFTY is the default of their time (both mixes 50/50, pasted ground truth in L_sup, plain-CE L_CT, jitter
+# 0.5); SUP keeps pasted ground truth in L_sup, as every row before variant 16 had it.
+SUP = ["loss.pasted_gt=sup"]
+FIFTY = ["train.mix_from=both", "train.cross_domain_ratio=0.5", *SUP, "loss.consistency_omega=1", "train.colour_jitter=0.5"]
+SEVENTY_FIVE = ["train.mix_from=both", "train.cross_domain_ratio=0.75"]
+
 VARIANTS = {
     "no CT": ["train.consistency=false"],
     "CT, within-target ClassMix (default before)": ["train.mix_from=unlabelled"],
-    "CT, cross-domain ClassMix, pasted ground truth in L_CT (DACS)": ["train.mix_from=labelled", "loss.pasted_gt=ct"],
-    "CT, cross-domain ClassMix, pasted ground truth in L_sup (DyCE)": ["train.mix_from=labelled", "loss.pasted_gt=sup"],
-    "CT, both mixes 50/50 (IIDM), pasted ground truth in L_sup": ["train.mix_from=both", "train.cross_domain_ratio=0.5",
-                                                                  "loss.pasted_gt=sup"],
-    "CT, both mixes 50/50 (IIDM), pasted ground truth in L_CT": ["train.mix_from=both", "train.cross_domain_ratio=0.5",
-                                                                 "loss.pasted_gt=ct"],
-    "CT, both mixes 75/25 (IIDM), pasted ground truth in L_sup": ["train.mix_from=both", "train.cross_domain_ratio=0.75",
-                                                                  "loss.pasted_gt=sup"],
-    "CT, both mixes 50/50, L_CT class-balanced (consistency_omega 0.5)": ["loss.consistency_omega=0.5"],
-    "CT, both mixes 50/50, L_CT at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
-    "CT, both mixes 50/50, L_CT DyCE-weighted only (consistency_omega 0)": ["loss.consistency_omega=0"],
-    "CT, both mixes 50/50, gentler colour jitter (0.2: hue ±0.1)": ["train.colour_jitter=0.2"],
-    "CT, both mixes 50/50, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
+    "CT, cross-domain ClassMix, pasted ground truth in L_CT (DACS)": ["train.mix_from=labelled", "loss.pasted_gt=ct",
+                                                                      "loss.consistency_omega=1"],
+    "CT, cross-domain ClassMix, pasted ground truth in L_sup (DyCE)": ["train.mix_from=labelled", *SUP],
+    "CT, both mixes 50/50 (IIDM), pasted ground truth in L_sup": FIFTY,
+    "CT, both mixes 50/50 (IIDM), pasted ground truth in L_CT": [*FIFTY, "loss.pasted_gt=ct"],
+    "CT, both mixes 75/25 (IIDM), pasted ground truth in L_sup": [*FIFTY, "train.cross_domain_ratio=0.75"],
+    "CT, both mixes 50/50, L_CT class-balanced (consistency_omega 0.5)": [*FIFTY, "loss.consistency_omega=0.5"],
+    "CT, both mixes 50/50, L_CT at half weight (consistency_weight 0.5)": [*FIFTY, "loss.consistency_weight=0.5"],
+    "CT, both mixes 50/50, L_CT DyCE-weighted only (consistency_omega 0)": [*FIFTY, "loss.consistency_omega=0"],
+    "CT, both mixes 50/50, gentler colour jitter (0.2: hue ±0.1)": [*FIFTY, "train.colour_jitter=0.2"],
+    "CT, both mixes 50/50, class-balanced L_CT and gentler colour jitter": [*FIFTY, "loss.consistency_omega=0.5",
                                                                            "train.colour_jitter=0.2"],
-    "CT, both mixes 50/50, class-balanced L_CT and colour jitter 0.1": ["loss.consistency_omega=0.5",
+    "CT, both mixes 50/50, class-balanced L_CT and colour jitter 0.1": [*FIFTY, "loss.consistency_omega=0.5",
                                                                         "train.colour_jitter=0.1"],
-    "CT, both mixes 75/25, class-balanced L_CT and gentler colour jitter": ["loss.consistency_omega=0.5",
-                                                                           "train.colour_jitter=0.2",
-                                                                           "train.cross_domain_ratio=0.75"],
-    "CT, both mixes 75/25, class-balanced L_CT, UniMatch's colour jitter (0.5)": ["loss.consistency_omega=0.5",
-                                                                                 "train.colour_jitter=0.5",
-                                                                                 "train.cross_domain_ratio=0.75"],
-    "CT, the default (auto jitter), no blur in the strong view": ["train.strong_blur=0"],
+    "CT, both mixes 75/25, class-balanced L_CT and gentler colour jitter": [*SEVENTY_FIVE, *SUP,
+                                                                           "loss.consistency_omega=0.5",
+                                                                           "train.colour_jitter=0.2"],
+    "CT, both mixes 75/25, class-balanced L_CT, UniMatch's colour jitter (0.5)": [*SEVENTY_FIVE, *SUP,
+                                                                                 "loss.consistency_omega=0.5",
+                                                                                 "train.colour_jitter=0.5"],
+    "CT, both mixes 75/25, class-balanced L_CT, auto jitter, no blur in the strong view": [*SEVENTY_FIVE, *SUP,
+                                                                                          "train.strong_blur=0"],
+    "CT, the default: both mixes 75/25, pasted ground truth in the class-balanced L_CT": [],
+    "CT, 75/25, pasted ground truth in L_sup, no feature perturbation": [*SEVENTY_FIVE, *SUP,
+                                                                        "train.feature_perturbation=0"],
+    "CT, the default at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
 }
 
 

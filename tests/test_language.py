@@ -131,7 +131,7 @@ def test_every_stream_of_the_one_pass_carries_its_own_images_captions(tmp_path, 
     streams = Streams(stream_of(IDS[:2]), stream_of(IDS[2:3]), stream_of(IDS[3:6]))
     batch = train.next_batch(streams, store, 77, torch.device("cpu"))
     cfg = load_config(None, ["train.feature_perturbation=0.5", f"train.mix_from={mix_from}", "train.mix=cutmix",
-                             "train.colour_jitter=0.5"])
+                             "train.colour_jitter=0.5", "loss.pasted_gt=ct"])
     student = Recorder()
     torch.manual_seed(0)
     train.train_step(batch, student, Teacher(), torch.nn.CrossEntropyLoss(ignore_index=255), cfg, amp=False)

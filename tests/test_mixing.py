@@ -211,6 +211,20 @@ def test_colour_jitter_auto_follows_the_labelled_target_images(labelled, jitter)
     assert train.resolved(load_config(None, ["train.colour_jitter=0.35"]), data).train.colour_jitter == 0.35
 
 
+@pytest.mark.parametrize(("labelled", "where"), [(0, "sup"), (1, "ct"), (20, "ct")])
+def test_pasted_ground_truth_auto_follows_the_labelled_target_images(labelled, where):
+    """loss.pasted_gt auto: L_sup with no labelled target image (UDA), the class-balanced L_CT with some; the
+    worker's config and setup.json carry the place that ran; a step refuses an unsettled auto."""
+    data = train.TrainingSet([{}], [{}] * labelled, [{}] * 4)
+    cfg = load_config(None, [])
+    assert cfg.loss.pasted_gt == "auto"
+    assert train.resolved(cfg, data).loss.pasted_gt == where
+    assert train.describe(cfg, data)["pasted_gt"] == where
+    assert train.resolved(load_config(None, ["loss.pasted_gt=sup"]), data).loss.pasted_gt == "sup"
+    with pytest.raises(ValueError, match="loss.pasted_gt"):
+        train.in_sup(cfg)
+
+
 @pytest.mark.parametrize("decoder", ["light", "multilevel"])
 def test_feature_perturbation_drops_channels_of_the_last_images_only(decoder):
     model = build_segmentor(ModelConfig(decoder=decoder, dlg_dim=8, decoder_channels=8), text_dim=16,
@@ -246,7 +260,7 @@ def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     student, teacher = Recorder(model), build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), 16, 19).eval()
     text = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
     batch = train.Batch(torch.rand(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32)), text, torch.rand(2, 3, 32, 32), text)
-    cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5", JITTER])
+    cfg = load_config(None, [f"train.feature_perturbation={p}", "loss.class_threshold_quantile=0.5", JITTER, "loss.pasted_gt=ct"])
     _, logs = train.train_step(batch, student, teacher, torch.nn.CrossEntropyLoss(ignore_index=255), cfg, amp=False)
     ((images, perturb, logits),) = student.calls
     if not p:
@@ -315,8 +329,9 @@ def test_cross_domain_views_are_drawn_from_the_ratio():
 
 @pytest.mark.parametrize("where", ["sup", "ct"])
 def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
-    """loss.pasted_gt: sup counts pasted ground-truth pixels in L_sup, mined and class-weighted by DyCE with
-    the labelled pixels, and takes them out of L_CT; ct keeps them in L_CT at confidence 1 (plain CE, DACS)."""
+    """loss.pasted_gt: ct (the default) keeps pasted ground-truth pixels in L_CT at confidence 1, weighed with
+    the pseudo-labelled pixels by DyCE's class weights (loss.consistency_omega 0.5), not as a plain CE; sup
+    counts them in L_sup, mined and class-weighted by DyCE with the labelled pixels, and takes them out of L_CT."""
     from models.losses import DyCELoss
 
     monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)
@@ -343,5 +358,7 @@ def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
         expected_ct, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence, 0.5,
                                           omega=cfg.loss.consistency_omega)
         assert float(logs["ct_passed"]) > float(logs["ct_pseudo"])  # pasted pixels pass too, at confidence 1
+        plain, _ = consistency_loss(logits[4:].detach(), view.pseudo, view.confidence, 0.5, omega=1.0)
+        assert cfg.loss.consistency_omega < 1 and float(logs["loss_ct"]) != pytest.approx(float(plain), rel=1e-3)
     assert float(logs["loss_sup"]) == pytest.approx(float(expected_sup), rel=1e-5)
     assert float(logs["loss_ct"]) == pytest.approx(float(expected_ct), rel=1e-5)

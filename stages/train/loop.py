@@ -29,7 +29,7 @@ from models.losses import build_supervised_loss, consistency_loss, passed_per_cl
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
 from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
-from pipeline.config import Config, TrainConfig, colour_jitter_for, uses_consistency
+from pipeline.config import Config, TrainConfig, colour_jitter_for, pasted_gt_for, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
@@ -220,6 +220,13 @@ def paste_masks(top: Layer, mix: str, n_classes: int) -> torch.Tensor:
     return cutmix_masks(tuple(top.labels.shape), top.labels.device) & known
 
 
+def in_sup(cfg: Config) -> bool:
+    """Whether pasted ground truth counts in L_sup; ``auto`` must have been settled by ``resolved``."""
+    if cfg.loss.pasted_gt == "auto":
+        raise ValueError("loss.pasted_gt: auto depends on the training set; settle it with resolved() first")
+    return cfg.loss.pasted_gt == "sup"
+
+
 def jitter(t: TrainConfig) -> float:
     """The strong view's colour jitter; ``auto`` must have been settled by the training set (``resolved``)."""
     if t.colour_jitter == "auto":
@@ -286,7 +293,7 @@ def train_step(batch: Batch, student: torch.nn.Module, teacher: Segmentor, sup_l
         l_sup = sup_loss(logits[:n_sup], batch.labels)  # L_DyCE (or CE), Eq. 9
         return l_sup, {"loss_sup": l_sup.detach(), "loss": l_sup.detach()}
     n_strong = view.images.shape[0]
-    pasted_in_sup = cfg.loss.pasted_gt == "sup"
+    pasted_in_sup = in_sup(cfg)
     l_sup = supervised(logits[:n_sup + n_strong], batch.labels, view, pasted_in_sup, sup_loss, cfg.loss.ignore_index)
     confidence = view.confidence.masked_fill(view.from_gt, -1.0) if pasted_in_sup else view.confidence
     l_ct, passed = consistency_loss(logits[n_sup:n_sup + n_strong], view.pseudo, confidence,  # Eq. 4
@@ -453,9 +460,11 @@ def cross_domain(cfg: Config, data: TrainingSet) -> bool:
 
 
 def resolved(cfg: Config, data: TrainingSet) -> Config:
-    """``cfg`` with the keys that depend on the training set settled: ``train.colour_jitter: auto``."""
-    jitter = colour_jitter_for(cfg.train, len(data.labelled_target))
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"colour_jitter": jitter})})
+    """``cfg`` with the keys that depend on the training set settled: ``train.colour_jitter`` and
+    ``loss.pasted_gt``, where ``auto``."""
+    n = len(data.labelled_target)
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"colour_jitter": colour_jitter_for(cfg.train, n)}),
+                                  "loss": cfg.loss.model_copy(update={"pasted_gt": pasted_gt_for(cfg.loss, n)})})
 
 
 def mixing(cfg: Config, data: TrainingSet) -> str:
@@ -476,7 +485,8 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     return {
         "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
         "mixing": mixing(cfg, data), "colour_jitter": colour_jitter_for(cfg.train, len(data.labelled_target))
-        if data.unlabelled else "-", "pasted_gt": cfg.loss.pasted_gt if cross_domain(cfg, data) else "-",
+        if data.unlabelled else "-", "pasted_gt": pasted_gt_for(cfg.loss, len(data.labelled_target))
+        if cross_domain(cfg, data) else "-",
         "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg, "dlg_captions": cfg.model.dlg_captions if cfg.model.dlg else "-",
         "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
         "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
