@@ -44,10 +44,11 @@ VARIANTS = {
                                                                                  "train.colour_jitter=0.5"],
     "CT, both mixes 75/25, class-balanced L_CT, auto jitter, no blur in the strong view": [*SEVENTY_FIVE, *SUP,
                                                                                           "train.strong_blur=0"],
-    "CT, the default: both mixes 75/25, pasted ground truth in the class-balanced L_CT": [],
+    "CT, the default: both mixes 75/25, pasted ground truth auto (L_sup at 0 labelled, else L_CT)": [],
     "CT, 75/25, pasted ground truth in L_sup, no feature perturbation": [*SEVENTY_FIVE, *SUP,
                                                                         "train.feature_perturbation=0"],
     "CT, the default at half weight (consistency_weight 0.5)": ["loss.consistency_weight=0.5"],
+    "CT, both mixes 75/25, pasted ground truth in the class-balanced L_CT": ["loss.pasted_gt=ct"],
 }
 
 
