@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +84,14 @@ def write_world(root: Path, n: int, sizes: dict) -> list[dict]:
     return rows
 
 
-JITTER = "train.colour_jitter=0.5"  # a step needs a settled value (a run settles auto from its training set); same cost
 
 
 def training_config(tiny: bool, loader_workers: int):
     if tiny:
-        return load_config(None, ["train.batch_size=2", f"train.loader_workers={loader_workers}", JITTER])
+        return load_config(None, ["train.batch_size=2", f"train.loader_workers={loader_workers}"])
     return load_config(ROOT / "configs" / "gta5_cityscapes.yaml", [
         "data.source.root=/", "data.target.root=/", "model.vision_pretrained=none",
-        f"train.loader_workers={loader_workers}", JITTER])
+        f"train.loader_workers={loader_workers}"])
 
 
 def text_store(directory: Path, ids: list[str], dim: int):
@@ -117,6 +117,7 @@ def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int
     target = [r for r in rows if r["domain"] == "target"]
     half = max(len(target) // 2, 1)
     data = loop.TrainingSet(source, target[:half], [{**r, "label_path": None} for r in target[half:]])
+    cfg = loop.resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
     learner = loop.build_learner(cfg, store.dim, device)
     sup = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)
     amp = device.type == "cuda"
@@ -187,6 +188,17 @@ def dyce_figure(device: torch.device, shape: tuple[int, ...]) -> None:
          logits=list(shape))
 
 
+def images_per_s(run, images: int, repeats: int, device: torch.device) -> float:
+    """Images per second of ``run()`` (``images`` a call) over ``repeats`` calls after one warm-up."""
+    run()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    sync(device)
+    return images * repeats / (time.perf_counter() - t0)
+
+
 def caption_figures(model: str, rows: list[dict], device: torch.device, batches: list[int], repeats: int) -> None:
     import pyarrow as pa
 
@@ -208,17 +220,10 @@ def caption_figures(model: str, rows: list[dict], device: torch.device, batches:
         images = [np.frombuffer(p, np.uint8).reshape(224, 224, 3) for p in batch.column("pixels").to_pylist()]
         inputs = replica.captioner.processor(images=images, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(device, replica.captioner.dtype)
-        rates = {}
-        for name, run in (("raw_generate", lambda: replica.captioner.model.generate(
-                pixel_values=pixel_values, max_new_tokens=20, **replica.captioner.generation)),
-                          ("caption_batch", lambda: replica(batch))):
-            run()  # warm-up
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                run()
-            sync(device)
-            rates[name] = b * repeats / (time.perf_counter() - t0)
+        rates = {"raw_generate": images_per_s(partial(replica.captioner.model.generate, pixel_values=pixel_values,
+                                                      max_new_tokens=20, **replica.captioner.generation),
+                                              b, repeats, device),
+                 "caption_batch": images_per_s(partial(replica, batch), b, repeats, device)}
         emit("caption", batch=b, images_per_s_caption_batch=round(rates["caption_batch"], 1),
              images_per_s_raw_generate=round(rates["raw_generate"], 1),
              udf_over_raw=round(rates["caption_batch"] / rates["raw_generate"], 3), new_tokens=20)

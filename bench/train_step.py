@@ -40,7 +40,7 @@ from stages.embed_text import embedding_table
 from stages.index import read_split
 from stages.language import TextEmbeddingStore
 from stages.loader import CropSet
-from stages.train.loop import Batch, build_learner, build_streams, next_batch, train_step, training_set, trim
+from stages.train.loop import Batch, build_learner, build_streams, next_batch, resolved, train_step, training_set, trim
 
 
 def sync(device: torch.device) -> None:
@@ -80,10 +80,12 @@ def tiny_language(steps: int) -> None:
     device = pick_device()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, [f"paths.workdir={tmp}", "data.demo.n_source=64", "data.demo.n_target_train=64",
-                                 "data.demo.n_target_val=4", "train.colour_jitter=0.5"])
+                                 "data.demo.n_target_val=4"])
         run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
         store = TextEmbeddingStore(stage_dir(Path(tmp), "embed_text", fingerprints(cfg)["embed_text"]))
-        streams = build_streams(training_inputs(cfg, Path(tmp)), cfg.train, seed=0, start=0, pin=False)
+        data = training_inputs(cfg, Path(tmp))
+        cfg = resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
+        streams = build_streams(data, cfg.train, seed=0, start=0, pin=False)
         learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, 0.2, 0.5, 255)
         in_step = InStepLanguage(cfg, device)
@@ -233,10 +235,10 @@ def full(steps: int, images: int, loader_workers: int, loader_only: bool = False
               f"{np.mean([p.stat().st_size for p in city.glob('leftImg8bit/train/*/*.png')]) / 1e6:.1f} MB")
         cfg = load_config(Path(__file__).parent.parent / "configs" / "gta5_cityscapes.yaml", [
             f"data.source.root={gta5}", f"data.target.root={city}", f"paths.workdir={tmp / 'work'}",
-            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}",
-            "train.colour_jitter=0.5"])
+            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}"])
         run_pipeline(cfg, ["ingest", "split"])
         data = training_inputs(cfg, tmp / "work")
+        cfg = resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
         ids = [r["image_id"] for r in data.source + data.labelled_target + data.unlabelled]
         store = synthetic_text_store(tmp / "text", ids, dim=512)
 
