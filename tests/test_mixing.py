@@ -329,9 +329,10 @@ def test_cross_domain_views_are_drawn_from_the_ratio():
 
 @pytest.mark.parametrize("where", ["sup", "ct"])
 def test_pasted_ground_truth_is_weighted_as_configured(monkeypatch, where):
-    """loss.pasted_gt: ct (the default) keeps pasted ground-truth pixels in L_CT at confidence 1, weighed with
-    the pseudo-labelled pixels by DyCE's class weights (loss.consistency_omega 0.5), not as a plain CE; sup
-    counts them in L_sup, mined and class-weighted by DyCE with the labelled pixels, and takes them out of L_CT."""
+    """loss.pasted_gt: ct (what auto picks with labelled target images) keeps pasted ground-truth pixels in L_CT
+    at confidence 1, weighed with the pseudo-labelled pixels by DyCE's class weights (loss.consistency_omega 0.5),
+    not as a plain CE; sup (what auto picks with none) counts them in L_sup, mined and class-weighted by DyCE with
+    the labelled pixels, and takes them out of L_CT."""
     from models.losses import DyCELoss
 
     monkeypatch.setattr(train, "strong_augment", lambda x, *_: x)
