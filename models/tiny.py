@@ -148,9 +148,16 @@ def random_blip2_opt_2_7b():
 
 def tiny_captioner(name: str):
     """(processor, model) of a tiny captioner family, randomly initialised (seed the caller's)."""
-    from transformers import (Blip2ForConditionalGeneration, Blip2Processor, BlipForConditionalGeneration,
-                              BlipImageProcessor, BlipProcessor, CLIPImageProcessor, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        CLIPImageProcessor,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     if name == "tiny":
         config = tiny_blip2_config()

@@ -30,8 +30,7 @@ from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_parquet
 from stages import demo_world
 from stages.datasets import MAX_LABEL_ID, Sample, list_samples, read_raw_label
-from stages.index import (DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests,
-                          record_rejected)
+from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests, record_rejected
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
