@@ -4,7 +4,7 @@ terms, mean DSC / ASD and the DSC of each organ on the 6 test cases, per seed.
 Every cell is an ordinary run of ``configs/synapse_demo.yaml`` in one work directory (the volumes are made and
 preprocessed once); a cell already evaluated is read back, not redone.
 
-Usage: uv run python bench/table5.py [--methods supervised,uamt,depl,dhc] [--seeds 0,1] [--iterations 300]
+Usage: uv run python bench/table5.py [--methods supervised,uamt,urpc,depl,dhc] [--seeds 0,1] [--iterations 300]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def mean(runs: list[dict], get) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default="supervised,uamt,depl,dhc")
+    parser.add_argument("--methods", default="supervised,uamt,urpc,depl,dhc")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--workdir", default="runs/table5")

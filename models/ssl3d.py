@@ -5,7 +5,8 @@ Every method returns (loss, logs) for a step on a labelled batch (image, labels)
 predicts with the network(s) DHC evaluates. Where DyCE goes: **in place of each supervised cross-entropy term**
 (the labelled voxels, with their ground truth), as in SemiDAViL itself, where Eq. 9 weighs the labelled pixels
 and the consistency term keeps its own form. The methods' unsupervised terms stay as each method defines
-them: UA-MT's is a mean-squared error, not a CE; DePL's pseudo-labels are already debiased by its own class
+them: UA-MT's is a mean-squared error, not a CE; URPC's a rectified squared error between each scale's
+prediction and the pyramid's mean, where DyCE takes each scale's supervised CE; DePL's pseudo-labels are already debiased by its own class
 prior and DHC's weighted by its DistDW/DiffDW class weights, and mining the hardest pseudo-labelled voxels
 would mine the teacher's errors (``StepContext.unsup_ce`` makes DHC's class-balanced by Eq. 9 without mining,
 ``volumes.dyce_unsup``, off by default). The Dice terms stay (with DHC's class weights where DHC has them).
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.losses import DyCELoss
+from models.unet3d import UNet3DDS
 from models.vnet import VNet, init_weights
 
-METHODS = ("supervised", "uamt", "depl", "dhc")
+METHODS = ("supervised", "uamt", "urpc", "depl", "dhc")
 
 
 def sigmoid_rampup(step: float, length: float) -> float:
@@ -126,6 +128,21 @@ def uamt_consistency(student_u: torch.Tensor, teacher_u: torch.Tensor, uncert: t
     return (mask * dist).sum() / (2 * mask.sum() + 1e-16), mask
 
 
+# URPC -------------------------------------------------------------------------------------------------
+def urpc_consistency(logits: list[torch.Tensor]) -> torch.Tensor:
+    """URPC's rectified pyramid consistency on unlabelled logits, one (B, C, D, H, W) per scale, as DHC computes
+    it: with p̄ the scales' mean softmax, per scale s the voxel variance v = KL(p̄ ‖ p_s) summed over classes, and
+    mean((p̄ − p_s)² · e^(−v)) / mean(e^(−v)) + mean(v), averaged over the scales."""
+    logp = [o.float().log_softmax(1) for o in logits]
+    mean = sum(lp.exp() for lp in logp) / len(logp)
+    total = 0
+    for lp in logp:
+        variance = (mean * (torch.log(mean + 1e-16) - lp)).sum(1, keepdim=True)
+        w = torch.exp(-variance)
+        total = total + ((mean - lp.exp()) ** 2 * w).mean() / (w.mean() + 1e-8) + variance.mean()
+    return total / len(logp)
+
+
 # DePL -------------------------------------------------------------------------------------------------
 def debiased(logits: torch.Tensor, qhat: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """softmax(logits − τ log q̂): DePL's pseudo-label distribution, debiased by the running class prior q̂."""
@@ -190,10 +207,14 @@ class DiffDW:
 
 
 # building and stepping -------------------------------------------------------------------------------
-def build_method(name: str, num_classes: int, n_filters: int, dropout: bool) -> Method:
+def build_method(name: str, num_classes: int, n_filters: int, dropout: bool, unet_filters: int = 16) -> Method:
+    """The method's networks: V-Nets of ``n_filters`` (with ``dropout``), or for URPC DHC's deeply supervised
+    U-Net of ``unet_filters`` (its dropout always on, as DHC's)."""
     vnet = lambda: VNet(1, num_classes, n_filters, dropout)  # noqa: E731
     if name == "supervised":
         return Method(name, {"net": vnet()}, num_classes=num_classes)
+    if name == "urpc":
+        return Method(name, {"net": UNet3DDS(1, num_classes, unet_filters)}, num_classes=num_classes)
     if name == "uamt":
         student = vnet()
         teacher = vnet()
@@ -244,6 +265,18 @@ def uamt_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict
                                          "certain": mask.mean().detach()}
 
 
+def urpc_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DHC's URPC: (CE + Dice) of each of the 4 scales on the labelled batch, summed and divided by 8, plus the
+    rectified pyramid consistency on the unlabelled batch."""
+    n = b.labelled.shape[0]
+    outs = m.networks["net"](torch.cat([b.labelled, b.unlabelled]), pyramid=True)
+    ce = sum(c.sup_ce(o[:n], b.labels) for o in outs)
+    dc = sum(dice_loss(o[:n], b.labels) for o in outs)
+    sup = (ce + dc) / (2 * len(outs))
+    cons = urpc_consistency([o[n:] for o in outs])
+    return sup + c.unsup_weight * cons, {"loss_sup": sup.detach(), "loss_unsup": cons.detach()}
+
+
 def depl_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     a, bnet = m.networks["a"], m.networks["b"]
     n, images = b.labelled.shape[0], torch.cat([b.labelled, b.unlabelled])
@@ -278,7 +311,7 @@ def dhc_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[
                                           "weight_min_a": w_a.min().detach(), "weight_min_b": w_b.min().detach()}
 
 
-STEPS = {"supervised": supervised_step, "uamt": uamt_step, "depl": depl_step, "dhc": dhc_step}
+STEPS = {"supervised": supervised_step, "uamt": uamt_step, "urpc": urpc_step, "depl": depl_step, "dhc": dhc_step}
 
 
 def method_step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

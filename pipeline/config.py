@@ -224,9 +224,10 @@ class VolumeConfig(Section):
 
     data: VolumeDataConfig = VolumeDataConfig()
     demo: VolumeDemoConfig = VolumeDemoConfig()
-    method: Literal["supervised", "uamt", "depl", "dhc"] = "dhc"
+    method: Literal["supervised", "uamt", "urpc", "depl", "dhc"] = "dhc"
     n_filters: int = Field(32, ge=1)  # V-Net width (DHC: 32 for Synapse)
     dropout: bool = True  # V-Net's Dropout3d(0.5) after the bottleneck and the last block, while training
+    unet_filters: int = Field(16, ge=1)  # URPC's deeply supervised 3D U-Net: first level's width (DHC: 64 / 4 = 16)
     patch: tuple[int, int, int] = (64, 128, 128)  # D, H, W of the random training patches and the sliding windows
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD, Nesterov
     unsup_weight: float = Field(0.1, ge=0)  # λ of the unsupervised term (DHC README: -w 0.1), ramped up by a sigmoid
@@ -243,6 +244,9 @@ class VolumeConfig(Section):
     def _patch(self) -> VolumeConfig:
         if any(p % 16 for p in self.patch):
             raise ValueError(f"patch: every side must be a multiple of 16 (the V-Net halves it 4 times), got {self.patch}")
+        if self.method == "urpc" and max(self.patch) < 32:
+            raise ValueError(f"patch: URPC's U-Net normalises each patch's 1/16-size bottleneck per sample "
+                             f"(InstanceNorm), which needs a side of 32 or more, got {self.patch}")
         return self
 
 

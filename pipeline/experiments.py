@@ -47,7 +47,7 @@ def sweep_cells(labelled: list[int | str], seeds: list[int]) -> list[Cell]:
             for n in labelled for s in seeds]
 
 
-VOLUME_METHODS = ("supervised", "uamt", "depl", "dhc")
+VOLUME_METHODS = ("supervised", "uamt", "urpc", "depl", "dhc")
 
 
 def volume_ablation_cells(methods: tuple[str, ...] = VOLUME_METHODS) -> list[Cell]:

@@ -3,8 +3,9 @@
 Each case is a body (soft tissue in air) holding 13 organ-like bodies at roughly anatomical places, with sizes
 that follow Synapse's imbalance: one large liver, a stomach and spleen, two kidneys, vessels as tubes along the
 depth (aorta, inferior vena cava, portal & splenic veins, esophagus), a pancreas, a gallbladder, and two tiny
-adrenal glands. Intensities are HU-like (organs 20–200 HU, close to each other as in CT), jittered per case,
-with Gaussian noise. Case ids are Synapse's (GenericSSL's split lists), so the shipped split serves the demo.
+adrenal glands; the kidneys and adrenal glands lie in retroperitoneal fat, which outlines them as in CT (without
+it the adrenal glands had the HU of the tissue around them, and no method learnt them: docs/BENCHMARKS.md).
+Intensities are HU-like (organs 20–200 HU, close to each other as in CT), jittered per case, with Gaussian noise. Case ids are Synapse's (GenericSSL's split lists), so the shipped split serves the demo.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ ORGANS: dict[int, tuple[tuple[float, float, float], tuple[float, float, float], 
     12: ((0.38, 0.58, 0.35), (0.06, 0.03, 0.03), 35.0),  # right adrenal gland
     13: ((0.38, 0.58, 0.65), (0.06, 0.027, 0.027), 35.0),  # left adrenal gland
 }
+# organs in retroperitoneal fat (within Gerota's fascia: the kidneys and adrenal glands), whose outline in CT is
+# the fat around them: each in a fat ellipsoid of FAT_MARGIN × its radii (background), cut into its neighbours
+FAT_WRAPPED, FAT_MARGIN = (2, 3, 12, 13), 1.8
 # vessels: organ id: ((y, x) centre as fractions, radius as a fraction of the width, z range, HU)
 TUBES: dict[int, tuple[tuple[float, float], float, tuple[float, float], float]] = {
     8: ((0.62, 0.52), 0.030, (0.0, 1.0), 200.0),  # aorta
@@ -50,10 +54,19 @@ def make_case(shape: tuple[int, int, int], rng: np.random.Generator, noise: floa
     inner = ((y - 0.52) / 0.36) ** 2 + ((x - 0.5) / 0.40) ** 2 <= 1
     image[inner] = 35.0 + rng.normal(0, 5)  # muscle and bowel around the organs
     label = np.zeros(shape, dtype=np.uint8)
-    for organ, (centre, radii, hu) in ORGANS.items():
-        c = np.array(centre) + rng.normal(0, 0.02, 3)
-        r = np.array(radii) * rng.uniform(0.85, 1.15, 3)
-        inside = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1
+    placed = {organ: (np.array(centre) + rng.normal(0, 0.02, 3), np.array(radii) * rng.uniform(0.85, 1.15, 3), hu)
+              for organ, (centre, radii, hu) in ORGANS.items()}
+    ellipsoid = lambda c, r: ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1  # noqa: E731
+    for organ, (c, r, hu) in placed.items():  # the organs outside the fat first, so that the fat cuts into them
+        if organ not in FAT_WRAPPED:
+            inside = ellipsoid(c, r)
+            label[inside], image[inside] = organ, hu + rng.normal(0, 8)
+    for organ in FAT_WRAPPED:
+        fat = ellipsoid(placed[organ][0], FAT_MARGIN * placed[organ][1])
+        label[fat], image[fat] = 0, -90.0 + rng.normal(0, 8)
+    for organ in FAT_WRAPPED:
+        c, r, hu = placed[organ]
+        inside = ellipsoid(c, r)
         label[inside], image[inside] = organ, hu + rng.normal(0, 8)
     for organ, ((cy, cx), radius, (z0, z1), hu) in TUBES.items():
         cy, cx = cy + rng.normal(0, 0.01), cx + rng.normal(0, 0.01)

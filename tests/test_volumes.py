@@ -20,10 +20,13 @@ from models.ssl3d import (
     SupervisedCE,
     build_method,
     distribution_weights,
+    dice_loss,
     method_step,
     uamt_consistency,
     uncertainty,
+    urpc_consistency,
 )
+from models.unet3d import UNet3DDS
 from models.vnet import VNet
 from stages.volume_metrics import MISSING_ASD, asd, dice, organ_scores, summarise
 from stages.volumes import Case, check_case, halve, preprocess, read_array, window, write_nifti
@@ -111,13 +114,52 @@ def test_vnet_small_patch_forward_backward_and_skips_are_added():
     assert net.decoder[0][0].in_channels == 8 * 4  # added, not concatenated: the width stays 8n
 
 
+# URPC's U-Net -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_full_size_urpc_unet_runs_a_step_at_dhcs_patch():
+    """DHC's unet_3D_ds (feature scale 4: 16 filters, 14 classes) at 64×128×128: the pyramid, forward and
+    backward."""
+    torch.manual_seed(0)
+    net = UNet3DDS(1, 14, 16)
+    assert 5.5e6 < sum(p.numel() for p in net.parameters()) < 6e6
+    outs = net(torch.randn(1, 1, 64, 128, 128), pyramid=True)
+    assert [o.shape for o in outs] == [(1, 14, 64, 128, 128)] * 4
+    sum(o.float().mean() for o in outs).backward()
+    assert all(h.weight.grad is not None and torch.isfinite(h.weight.grad).all() for h in net.heads)
+
+
+def test_urpc_unet_small_patch_gives_a_pyramid_and_concatenates_its_skips():
+    net = UNet3DDS(1, 14, 2)
+    x = torch.randn(2, 1, 16, 32, 32, requires_grad=True)
+    outs = net(x, pyramid=True)
+    assert [o.shape for o in outs] == [(2, 14, 16, 32, 32)] * 4
+    assert not torch.allclose(outs[0], outs[1])  # each level has its own head
+    sum(o.sum() for o in outs).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert net.decoder[0][0].in_channels == 16 * 2 + 8 * 2  # concatenated: the coarser level's and the skip's
+    net.eval()
+    with torch.no_grad():
+        assert net(x).shape == (2, 14, 16, 32, 32)
+        assert torch.equal(net(x), net(x, pyramid=True)[0])  # the prediction is the finest level
+
+
+def test_urpc_refuses_a_patch_its_bottleneck_cannot_normalise():
+    from pipeline.config import load_config
+
+    with pytest.raises(Exception, match=r"patch: URPC's U-Net .* got \(16, 16, 16\)"):
+        load_config("configs/synapse_demo.yaml", ["volumes.method=urpc", "volumes.patch=[16,16,16]"])
+    assert load_config("configs/synapse_demo.yaml", ["volumes.method=urpc"]).volumes.patch == (16, 32, 32)
+
+
 # the methods --------------------------------------------------------------------------------------
-def _batch(seed: int = 0) -> Batch3D:
+def _batch(seed: int = 0, width: int = 16) -> Batch3D:
+    """Two labelled and two unlabelled 16×16×``width`` patches (URPC's U-Net pools 4 times: width 32)."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.zeros(2, 16, 16, 16, dtype=torch.long)
+    labels = torch.zeros(2, 16, 16, width, dtype=torch.long)
     labels[:, 4:12, 4:12, 4:12] = 6
     labels[:, 6:8, 6:8, 6:8] = 12  # a tiny organ
-    return Batch3D(torch.rand(2, 1, 16, 16, 16, generator=g), labels, torch.rand(2, 1, 16, 16, 16, generator=g))
+    return Batch3D(torch.rand(2, 1, 16, 16, width, generator=g), labels,
+                   torch.rand(2, 1, 16, 16, width, generator=g))
 
 
 def _context(method: str, dyce: bool, batch: Batch3D) -> StepContext:
@@ -130,14 +172,14 @@ def _context(method: str, dyce: bool, batch: Batch3D) -> StepContext:
     return StepContext(SupervisedCE(dyce, 0.2, 0.5), 0.1, 3, 10, uamt_passes=4, state=state)
 
 
-@pytest.mark.parametrize("method", ["supervised", "uamt", "depl", "dhc"])
+@pytest.mark.parametrize("method", ["supervised", "uamt", "urpc", "depl", "dhc"])
 def test_each_method_steps_with_ce_and_with_dyce(method):
     """A finite loss with gradients into every trained network; with DyCE the supervised term is DyCE's."""
     losses = {}
     for dyce in (False, True):
         torch.manual_seed(0)
-        m = build_method(method, 14, 2, dropout=False)
-        batch = _batch()
+        m = build_method(method, 14, 2, dropout=False, unet_filters=2)
+        batch = _batch(width=32 if method == "urpc" else 16)
         torch.manual_seed(1)
         loss, logs = method_step(m, batch, _context(method, dyce, batch))
         loss.backward()
@@ -185,6 +227,41 @@ def test_dhc_unsupervised_terms_are_dyce_when_asked():
     assert float(logs["loss_unsup"]) == pytest.approx(expected, rel=1e-4)
     _, plain = method_step(m, batch, _context("dhc", True, batch))
     assert float(plain["loss_unsup"]) != pytest.approx(expected, rel=1e-2)
+
+
+def test_urpc_consistency_is_dhcs_rectified_pyramid_loss():
+    """DHC's train_urpc.py, written as it is there (softmax, KLDivLoss of the log of each scale against the
+    scales' mean): the same value, and 0 when every scale agrees."""
+    torch.manual_seed(0)
+    logits = [torch.randn(2, 5, 3, 4, 4) * 2 for _ in range(4)]
+    soft = [o.softmax(1) for o in logits]
+    preds = sum(soft) / 4
+    kl = torch.nn.KLDivLoss(reduction="none")
+    expected = 0
+    for s in soft:
+        variance = torch.sum(kl(torch.log(s), preds), dim=1, keepdim=True)
+        w = torch.exp(-variance)
+        expected = expected + torch.mean((preds - s) ** 2 * w) / (torch.mean(w) + 1e-8) + torch.mean(variance)
+    assert float(urpc_consistency(logits)) == pytest.approx(float(expected / 4), rel=1e-5)
+    assert float(urpc_consistency([logits[0]] * 4)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_urpc_supervises_every_scale_with_the_ce_term_dyce_replaces():
+    """URPC's supervised term: (CE + Dice) of each of the 4 scales on the labelled patches, over 8; with DyCE
+    each scale's CE is Eq. 9."""
+    batch = _batch(width=32)
+    for dyce in (False, True):
+        torch.manual_seed(0)
+        m = build_method("urpc", 14, 2, dropout=False, unet_filters=2)
+        torch.manual_seed(1)
+        _, logs = method_step(m, batch, _context("urpc", dyce, batch))
+        torch.manual_seed(1)  # the same dropout masks
+        outs = m.networks["net"](torch.cat([batch.labelled, batch.unlabelled]), pyramid=True)
+        ce = DyCELoss(0.2, 0.5) if dyce else torch.nn.functional.cross_entropy
+        expected = sum(ce(o[:2], batch.labels) + dice_loss(o[:2], batch.labels) for o in outs) / 8
+        assert float(logs["loss_sup"]) == pytest.approx(float(expected), rel=1e-5)
+        finest_only = (ce(outs[0][:2], batch.labels) + dice_loss(outs[0][:2], batch.labels)) / 2
+        assert float(logs["loss_sup"]) != pytest.approx(float(finest_only), rel=1e-3)
 
 
 def test_uamt_masks_the_uncertain_voxels():
@@ -320,7 +397,7 @@ def test_ablate_runs_table5s_methods_with_ce_and_dyce():
     from pipeline.experiments import ablation_cells
 
     cells = ablation_cells(load_config("configs/synapse_demo.yaml"))
-    assert [c.name for c in cells] == [f"{m} + {loss}" for m in ("supervised", "uamt", "depl", "dhc")
+    assert [c.name for c in cells] == [f"{m} + {loss}" for m in ("supervised", "uamt", "urpc", "depl", "dhc")
                                        for loss in ("CE", "DyCE")]
     assert ("volumes.method=uamt", "loss.dyce=true") in [c.overrides for c in cells]
 

@@ -15,10 +15,11 @@ from pipeline.stage import StageContext, StageResult
 from pipeline.store import write_atomic, write_parquet
 from stages.tasks import SYNAPSE
 
-METHOD_NAMES = {"supervised": "Supervised V-Net", "uamt": "UA-MT", "depl": "DePL", "dhc": "DHC"}
+METHOD_NAMES = {"supervised": "Supervised V-Net", "uamt": "UA-MT", "urpc": "URPC", "depl": "DePL", "dhc": "DHC"}
 # (method, DyCE) -> (mean DSC, ASD) as the paper's Table 5 publishes them (20 % labelled Synapse; the supervised
 # row is the paper's V-Net line)
 PAPER_TABLE5 = {("supervised", False): (62.1, 10.3), ("uamt", False): (20.3, 71.7), ("uamt", True): (48.1, 10.9),
+                ("urpc", False): (25.7, 72.7), ("urpc", True): (48.9, 10.1),
                 ("depl", False): (36.3, 36.0), ("depl", True): (51.8, 9.2), ("dhc", False): (48.6, 10.7),
                 ("dhc", True): (57.9, 6.4)}
 ORGANS = [SYNAPSE.names[o] for o in SYNAPSE.subsets["organs"]]

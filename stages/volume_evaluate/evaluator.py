@@ -53,7 +53,8 @@ def load_method(checkpoint: Path, device: torch.device):
 
     ckpt = load_checkpoint(checkpoint, device)
     v = ckpt.meta["config"]["volumes"]
-    method = build_method(v["method"], ckpt.meta["num_classes"], v["n_filters"], v["dropout"])
+    method = build_method(v["method"], ckpt.meta["num_classes"], v["n_filters"], v["dropout"],
+                          v.get("unet_filters", 16))  # checkpoints older than URPC have no key
     for name, net in {**method.networks, **method.frozen}.items():
         net.load_state_dict(ckpt.networks[name])
         net.to(device).eval()

@@ -1,5 +1,5 @@
-"""Stage train of the volumetric task: a semi-supervised method of Table 5 (supervised-only V-Net, UA-MT, DePL,
-DHC), with CE or DyCE in its supervised terms, under Ray Train (DESIGN §7).
+"""Stage train of the volumetric task: a semi-supervised method of Table 5 (supervised-only V-Net, UA-MT, URPC,
+DePL, DHC), with CE or DyCE in its supervised terms, under Ray Train (DESIGN §7).
 
 ``loop.py`` holds the worker function and the data; the rank, device, checkpoints, resume, failure handling and
 the driver's progress are ``stages.training``'s, the same as the SSDA trainer's. This module is the stage's
@@ -18,7 +18,8 @@ VERSION = 1
 INPUTS = ("ingest", "split")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}
 TRAIN_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "lr_power", "seed", "amp", "workers")
-METHOD_KEYS = {"supervised": (), "uamt": ("ema_alpha", "uamt_passes"), "depl": ("depl_threshold",), "dhc": ()}
+METHOD_KEYS = {"supervised": (), "uamt": ("ema_alpha", "uamt_passes"), "urpc": ("unet_filters",),
+               "depl": ("depl_threshold",), "dhc": ()}
 UNSUP_KEYS = ("unsup_weight", "rampup")
 
 

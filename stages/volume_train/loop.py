@@ -196,7 +196,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, device = worker_device(t, use_ray)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    method = build_method(v.method, NUM_CLASSES, v.n_filters, v.dropout)
+    method = build_method(v.method, NUM_CLASSES, v.n_filters, v.dropout, v.unet_filters)
     for net in (*method.networks.values(), *method.frozen.values()):
         net.to(device).train()  # UA-MT's teacher too: DHC runs it in training mode
     vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), v.method != "supervised")
