@@ -208,13 +208,13 @@ class DiffDW:
 
 # building and stepping -------------------------------------------------------------------------------
 def build_method(name: str, num_classes: int, n_filters: int, dropout: bool, unet_filters: int = 16) -> Method:
-    """The method's networks: V-Nets of ``n_filters`` (with ``dropout``), or for URPC DHC's deeply supervised
-    U-Net of ``unet_filters`` (its dropout always on, as DHC's)."""
+    """The method's networks: V-Nets of ``n_filters``, or for URPC DHC's deeply supervised U-Net of
+    ``unet_filters``; each with its dropout or none (``dropout``)."""
     vnet = lambda: VNet(1, num_classes, n_filters, dropout)  # noqa: E731
     if name == "supervised":
         return Method(name, {"net": vnet()}, num_classes=num_classes)
     if name == "urpc":
-        return Method(name, {"net": UNet3DDS(1, num_classes, unet_filters)}, num_classes=num_classes)
+        return Method(name, {"net": UNet3DDS(1, num_classes, unet_filters, dropout)}, num_classes=num_classes)
     if name == "uamt":
         student = vnet()
         teacher = vnet()

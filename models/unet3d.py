@@ -3,7 +3,7 @@ URPC trains: the design, written anew.
 
 Encoder: 5 blocks of two 3³ convolutions (InstanceNorm, ReLU) at n, 2n, 4n, 8n, 16n channels (DHC: 64 / 4 = 16),
 max-pooled by 2 between them; decoder: trilinear upsampling by 2, the encoder's features *concatenated*, two
-convolutions, Dropout3d of 0.5, 0.3, 0.2, 0.1 from the coarsest level to the finest while training. Each decoder
+convolutions, Dropout3d of 0.5, 0.3, 0.2, 0.1 from the coarsest level to the finest while training (``dropout``). Each decoder
 level has its own 1³ head to the classes, upsampled trilinearly to the input's size: the prediction pyramid URPC
 compares. Input (B, 1, D, H, W) with each side a multiple of 16.
 """
@@ -25,12 +25,12 @@ def double_conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNet3DDS(nn.Module):
-    def __init__(self, in_channels: int = 1, num_classes: int = 14, n_filters: int = 16):
+    def __init__(self, in_channels: int = 1, num_classes: int = 14, n_filters: int = 16, dropout: bool = True):
         super().__init__()
         widths = [n_filters * 2 ** k for k in range(5)]  # n, 2n, 4n, 8n, 16n
         self.encoder = nn.ModuleList(double_conv(in_channels if k == 0 else widths[k - 1], widths[k]) for k in range(5))
         self.decoder = nn.ModuleList(double_conv(widths[k + 1] + widths[k], widths[k]) for k in reversed(range(4)))
-        self.dropout = nn.ModuleList(nn.Dropout3d(p) for p in DROPOUT)
+        self.dropout = nn.ModuleList((nn.Dropout3d(p) if dropout else nn.Identity()) for p in DROPOUT)
         self.heads = nn.ModuleList(nn.Conv3d(widths[k], num_classes, 1) for k in reversed(range(4)))
         for m in self.modules():
             if isinstance(m, nn.Conv3d):

@@ -226,7 +226,7 @@ class VolumeConfig(Section):
     demo: VolumeDemoConfig = VolumeDemoConfig()
     method: Literal["supervised", "uamt", "urpc", "depl", "dhc"] = "dhc"
     n_filters: int = Field(32, ge=1)  # V-Net width (DHC: 32 for Synapse)
-    dropout: bool = True  # V-Net's Dropout3d(0.5) after the bottleneck and the last block, while training
+    dropout: bool = True  # while training: V-Net's Dropout3d(0.5) after bottleneck and last block; URPC U-Net's 0.5-0.1
     unet_filters: int = Field(16, ge=1)  # URPC's deeply supervised 3D U-Net: first level's width (DHC: 64 / 4 = 16)
     patch: tuple[int, int, int] = (64, 128, 128)  # D, H, W of the random training patches and the sliding windows
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD, Nesterov

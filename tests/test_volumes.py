@@ -137,6 +137,8 @@ def test_urpc_unet_small_patch_gives_a_pyramid_and_concatenates_its_skips():
     sum(o.sum() for o in outs).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert net.decoder[0][0].in_channels == 16 * 2 + 8 * 2  # concatenated: the coarser level's and the skip's
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout3d)] == [0.5, 0.3, 0.2, 0.1]
+    assert not any(isinstance(m, torch.nn.Dropout3d) for m in UNet3DDS(1, 14, 2, dropout=False).modules())
     net.eval()
     with torch.no_grad():
         assert net(x).shape == (2, 14, 16, 32, 32)
