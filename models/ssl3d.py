@@ -6,8 +6,8 @@ predicts with the network(s) DHC evaluates. Where DyCE goes: **in place of each 
 (the labelled voxels, with their ground truth), as in SemiDAViL itself, where Eq. 9 weighs the labelled pixels
 and the consistency term keeps its own form. The methods' unsupervised terms stay as each method defines
 them: UA-MT's is a mean-squared error, not a CE; URPC's a rectified squared error between each scale's
-prediction and the pyramid's mean, where DyCE takes each scale's supervised CE; DePL's pseudo-labels are already debiased by its own class
-prior and DHC's weighted by its DistDW/DiffDW class weights, and mining the hardest pseudo-labelled voxels
+prediction and the pyramid's mean (DyCE takes each scale's supervised CE); DePL's pseudo-labels are already
+debiased by its own class prior and DHC's weighted by its DistDW/DiffDW class weights, and mining the hardest pseudo-labelled voxels
 would mine the teacher's errors (``StepContext.unsup_ce`` makes DHC's class-balanced by Eq. 9 without mining,
 ``volumes.dyce_unsup``, off by default). The Dice terms stay (with DHC's class weights where DHC has them).
 """

@@ -3,9 +3,9 @@ URPC trains: the design, written anew.
 
 Encoder: 5 blocks of two 3³ convolutions (InstanceNorm, ReLU) at n, 2n, 4n, 8n, 16n channels (DHC: 64 / 4 = 16),
 max-pooled by 2 between them; decoder: trilinear upsampling by 2, the encoder's features *concatenated*, two
-convolutions, Dropout3d of 0.5, 0.3, 0.2, 0.1 from the coarsest level to the finest while training (``dropout``). Each decoder
-level has its own 1³ head to the classes, upsampled trilinearly to the input's size: the prediction pyramid URPC
-compares. Input (B, 1, D, H, W) with each side a multiple of 16.
+convolutions, Dropout3d of 0.5, 0.3, 0.2, 0.1 from the coarsest level to the finest while training (``dropout``).
+Each decoder level has its own 1³ head to the classes, upsampled trilinearly to the input's size: the prediction
+pyramid URPC compares. Input (B, 1, D, H, W) with each side a multiple of 16.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ that follow Synapse's imbalance: one large liver, a stomach and spleen, two kidn
 depth (aorta, inferior vena cava, portal & splenic veins, esophagus), a pancreas, a gallbladder, and two tiny
 adrenal glands; the kidneys and adrenal glands lie in retroperitoneal fat, which outlines them as in CT (without
 it the adrenal glands had the HU of the tissue around them, and no method learnt them: docs/BENCHMARKS.md).
-Intensities are HU-like (organs 20–200 HU, close to each other as in CT), jittered per case, with Gaussian noise. Case ids are Synapse's (GenericSSL's split lists), so the shipped split serves the demo.
+Intensities are HU-like (organs 20–200 HU, close to each other as in CT), jittered per case, with Gaussian noise.
+Case ids are Synapse's (GenericSSL's split lists), so the shipped split serves the demo.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def make_case(shape: tuple[int, int, int], rng: np.random.Generator, noise: floa
     label = np.zeros(shape, dtype=np.uint8)
     placed = {organ: (np.array(centre) + rng.normal(0, 0.02, 3), np.array(radii) * rng.uniform(0.85, 1.15, 3), hu)
               for organ, (centre, radii, hu) in ORGANS.items()}
-    ellipsoid = lambda c, r: ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1  # noqa: E731
+
+    def ellipsoid(c: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 <= 1
+
     for organ, (c, r, hu) in placed.items():  # the organs outside the fat first, so that the fat cuts into them
         if organ not in FAT_WRAPPED:
             inside = ellipsoid(c, r)
