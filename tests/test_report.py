@@ -162,3 +162,24 @@ def test_the_html_report_renders_in_a_browser_with_every_table_and_image(tmp_pat
     assert page.count("caption DLG read: “a street with 1 cars”") == 1  # the DLG run's examples show captions
     assert page.count("caption DLG read: (no DLG: no caption read)") == 4  # the two runs without DLG
     assert "src=\"/" not in page and "file:" not in page  # every reference is relative: the folder moves whole
+
+
+def test_a_run_without_consistency_beside_one_with_it_tabulates(tmp_path):
+    """The sequence that broke the report: at 0 labelled target images, a CT run (colour jitter 0.5, pasted ground
+    truth in L_sup) then `--set train.consistency=false` (no jitter, no pasted ground truth: "-") in one work
+    directory. Each record keeps its values; the placeholder is a null of the declared type."""
+    import pyarrow.parquet as pq
+
+    m = Manifest(tmp_path / "m.duckdb")
+    fake_run(tmp_path, m, "aaa", miou=0.33, labelled_target=0, colour_jitter=0.5, pasted_gt="sup",
+             mixing="classmix: cross-domain 100 %, within the target 0 %")
+    fake_run(tmp_path, m, "bbb", miou=0.06, labelled_target=0, ct=False, colour_jitter="-", pasted_gt="-",
+             mixing="none (no consistency training)", some_later_key={"a": 1})
+    ctx = report_context(tmp_path, m)
+    assert report.run(ctx).rows == 2
+    table = pq.read_table(ctx.out_dir / "runs.parquet")
+    assert table["colour_jitter"].to_pylist() == [0.5, None]
+    assert table["pasted_gt"].to_pylist() == ["sup", "-"]
+    assert table["labelled_target"].to_pylist() == ["0", "0"]
+    assert table["some_later_key"].to_pylist() == [None, '{"a": 1}']  # an undeclared key is kept as its JSON
+    assert table.schema.field("mIoU19").type == "double"

@@ -33,6 +33,7 @@ from pipeline.manifest import Manifest
 from pipeline.stage import StageContext, StageError, StageResult, stage_dir
 from pipeline.store import write_atomic, write_parquet
 from stages.datasets import CLASSES, eval_class_sets
+from stages.records import records_table
 
 NAME = "report"
 VERSION = 3  # 2: the evaluated runs are a fingerprint input; mean ± std over seeds; 3: HTML, figures, paper column
@@ -60,6 +61,18 @@ class Table:
         lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         body = "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in self.rows)])
         return f"## {self.title}\n\n" + (f"{self.note}\n\n" if self.note else "") + body
+
+
+def run_fields(classes: tuple[str, ...]) -> dict[str, pa.DataType]:
+    """The street task's run record (``runs.parquet``): what evaluate and train's setup write, each key typed, so
+    that runs of any settings tabulate together (a run without consistency training has no colour jitter)."""
+    text, flag, whole, real = pa.string(), pa.bool_(), pa.int64(), pa.float64()
+    return {"source": text, "target": text, "labelled_target": text, "split_file": text, "seed": pa.list_(whole),
+            "ct": flag, "mixing": text, "colour_jitter": real, "pasted_gt": text, "dyce": flag, "dlg": flag,
+            "dlg_captions": text, "vlp": flag, "vision_init": text, "vision_model": text, "iterations": whole,
+            "labelled_target_images": whole, "unlabelled_images": whole, "source_images": whole,
+            "mIoU19": real, "mIoU16": real, "mIoU13": real, "images": whole, "evaluate_fingerprint": text,
+            "train_dir": text, "evaluate_dir": text, **{f"iou_{c}": real for c in classes}}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
@@ -270,6 +283,5 @@ def run(ctx: StageContext) -> StageResult:
             "examples": example_groups(runs, ctx.out_dir)}, ctx.out_dir / "index.html")
     flat = [{k: v for k, v in r.items() if k not in ("per_class", "examples")}
             | {f"iou_{c}": r["per_class"][c] for c in CLASSES} for r in runs]
-    write_parquet(pa.Table.from_pylist([{k: str(v) if k == "labelled_target" else v for k, v in f.items()}
-                                        for f in flat]), ctx.out_dir / "runs.parquet")
+    write_parquet(records_table(flat, run_fields(CLASSES)), ctx.out_dir / "runs.parquet")
     return StageResult(len(runs), {"report": str(ctx.out_dir / "index.html")})
