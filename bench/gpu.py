@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file
 
 from models.losses import CrossEntropyLoss, DyCELoss, build_supervised_loss  # noqa: E402
 from models.preprocess import normalize  # noqa: E402
-from models.segmentor import ema_alpha, ema_update  # noqa: E402
+from models.ema import ema_alpha, ema_update  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from stages import demo_world  # noqa: E402
 from stages.datasets import TRAIN_TO_CITYSCAPES_ID  # noqa: E402

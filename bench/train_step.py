@@ -29,7 +29,7 @@ from PIL import Image
 from models.captioner import load_captioner
 from models.device import pick_device
 from models.losses import build_supervised_loss
-from models.segmentor import ema_update
+from models.ema import ema_update
 from models.text import end_positions, load_text_encoder
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir

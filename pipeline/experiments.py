@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.volumes import methods
 from pipeline.config import Config, load_config
 from pipeline.progress import console
 from pipeline.runner import run_pipeline
@@ -47,13 +48,11 @@ def sweep_cells(labelled: list[int | str], seeds: list[int]) -> list[Cell]:
             for n in labelled for s in seeds]
 
 
-VOLUME_METHODS = ("supervised", "uamt", "urpc", "depl", "dhc")
-
-
-def volume_ablation_cells(methods: tuple[str, ...] = VOLUME_METHODS) -> list[Cell]:
-    """Table 5's rows: each method with plain CE and with DyCE in its supervised terms."""
+def volume_ablation_cells(names: tuple[str, ...] | None = None) -> list[Cell]:
+    """Table 5's rows: each registered method (``models.volumes.methods``) with plain CE and with DyCE in its
+    supervised terms."""
     return [Cell(f"{m} + {'DyCE' if dyce else 'CE'}", (f"volumes.method={m}", f"loss.dyce={str(dyce).lower()}"))
-            for m in methods for dyce in (False, True)]
+            for m in names or methods.names() for dyce in (False, True)]
 
 
 def ablation_cells(cfg: Config) -> list[Cell]:

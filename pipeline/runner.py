@@ -86,7 +86,10 @@ def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[s
 
 
 def fingerprints(cfg: Config, manifest: Manifest | None = None) -> dict[str, str | None]:
-    """Every stage's fingerprint for this config, inputs first; None where an input must run first."""
+    """Every stage's fingerprint for this config, inputs first; None where an input must run first. Each stage's
+    ``check_config`` runs first."""
+    for name in stages_of(cfg):  # a stage's own checks of settings it cannot run (a ConfigError naming the key)
+        getattr(stage_module(name, cfg.task), "check_config", lambda _: None)(cfg)
     if manifest is None:
         manifest = open_manifest(cfg, read_only=True)
     fps: dict[str, str | None] = {}

@@ -7,7 +7,8 @@ from open_clip.model import CLIPVisionCfg
 
 from models.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
 from models.losses import DyCELoss
-from models.segmentor import build_segmentor, ema_update, make_teacher
+from models.ema import ema_update, make_teacher
+from models.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 
 

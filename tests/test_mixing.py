@@ -11,7 +11,8 @@ import torch
 import stages.train.loop as train
 from models.losses import consistency_loss, passed_per_class, pseudo_labels
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
-from models.segmentor import build_segmentor, decoder_levels, ema_alpha
+from models.ema import ema_alpha
+from models.segmentor import build_segmentor, decoder_levels
 from pipeline.config import ModelConfig, load_config
 
 JITTER = "train.colour_jitter=0.5"  # a step is given a settled value (a training run settles auto from its set)

@@ -7,7 +7,8 @@ import timm
 import torch
 
 from models.encoder import build_vision_encoder
-from models.segmentor import build_segmentor, ema_update, make_teacher
+from models.ema import ema_update, make_teacher
+from models.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 
 

@@ -12,22 +12,14 @@ import pytest
 import torch
 
 from models.losses import DyCELoss
-from models.ssl3d import (
-    Batch3D,
-    DiffDW,
-    DistDW,
-    StepContext,
-    SupervisedCE,
-    build_method,
-    dice_loss,
-    distribution_weights,
-    method_step,
-    uamt_consistency,
-    uncertainty,
-    urpc_consistency,
-)
-from models.unet3d import UNet3DDS
-from models.vnet import VNet
+from models.volumes import methods
+from models.volumes.methods.dhc import DiffDW, DistDW, distribution_weights
+from models.volumes.methods.uamt import consistency as uamt_consistency
+from models.volumes.methods.uamt import uncertainty
+from models.volumes.methods.urpc import consistency as urpc_consistency
+from models.volumes.parts import Batch3D, StepContext, SupervisedCE, dice_loss
+from models.volumes.unet3d import UNet3DDS
+from models.volumes.vnet import VNet
 from stages.volume_metrics import MISSING_ASD, asd, dice, organ_scores, summarise
 from stages.volumes import Case, check_case, halve, preprocess, read_array, window, write_nifti
 
@@ -166,12 +158,27 @@ def test_urpc_unet_small_patch_gives_a_pyramid_and_concatenates_its_skips():
 def test_urpc_refuses_a_patch_its_bottleneck_cannot_normalise():
     from pipeline.config import load_config
 
-    with pytest.raises(Exception, match=r"patch: URPC's U-Net .* got \(16, 16, 16\)"):
-        load_config("configs/synapse_demo.yaml", ["volumes.method=urpc", "volumes.patch=[16,16,16]"])
+    from pipeline.runner import fingerprints
+
+    with pytest.raises(Exception, match=r"volumes.patch: URPC's U-Net .* got \(16, 16, 16\)"):
+        fingerprints(load_config("configs/synapse_demo.yaml", ["volumes.method=urpc", "volumes.patch=[16,16,16]",
+                                                              "paths.workdir=/nonexistent/w"]))
     assert load_config("configs/synapse_demo.yaml", ["volumes.method=urpc"]).volumes.patch == (16, 32, 32)
 
 
 # the methods --------------------------------------------------------------------------------------
+def build_method(name: str, num_classes: int, n_filters: int, dropout: bool, unet_filters: int = 16):
+    """A registered method's networks, from the keys a checkpoint saves."""
+    return methods.spec(name).build(num_classes, {"n_filters": n_filters, "dropout": dropout,
+                                                  "unet_filters": unet_filters})
+
+
+def method_step(m, batch, context):
+    """One step of ``m``'s method, with the total loss in its logs as the trainer logs it."""
+    loss, logs = methods.spec(m.name).step(m, batch, context)
+    return loss, {"loss": loss.detach(), **logs}
+
+
 def _batch(seed: int = 0, width: int = 16) -> Batch3D:
     """Two labelled and two unlabelled 16×16×``width`` patches (URPC's U-Net pools 4 times: width 32)."""
     g = torch.Generator().manual_seed(seed)
@@ -189,7 +196,8 @@ def _context(method: str, dyce: bool, batch: Batch3D) -> StepContext:
         state = {"diffdw": DiffDW(14, 50), "distdw": DistDW(counts.float())}
     if method == "depl":
         state = {k: torch.full((1, 14, 16, 16, 16), 1 / 14) for k in ("qhat_a", "qhat_b")}
-    return StepContext(SupervisedCE(dyce, 0.2, 0.5), 0.1, 3, 10, uamt_passes=4, state=state)
+    return StepContext(SupervisedCE(dyce, 0.2, 0.5), 0.1, 3, 10, {"uamt_passes": 4, "depl_threshold": 0.9,
+                                                                  "ema_alpha": 0.99}, state=state)
 
 
 @pytest.mark.parametrize("method", ["supervised", "uamt", "urpc", "depl", "dhc"])
@@ -288,7 +296,7 @@ def test_uamt_masks_the_uncertain_voxels():
     student = torch.zeros(1, 2, 1, 1, 2)
     teacher = torch.tensor([[[[[4.0, 0.0]]], [[[0.0, 0.0]]]]])  # voxel 0 certain, voxel 1 a coin flip
     entropy = torch.tensor([[[[[0.05, math.log(2)]]]]])
-    loss, mask = uamt_consistency(student, teacher, entropy, threshold=0.75 * math.log(2))
+    loss, mask = uamt_consistency(student, teacher, entropy, 0.75 * math.log(2))
     assert mask.flatten().tolist() == [1.0, 0.0]
     p = torch.softmax(torch.tensor([4.0, 0.0]), 0)
     expected = float(((0.5 - p) ** 2).sum()) / 2

@@ -11,17 +11,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from models.volumes import methods
 from pipeline.stage import StageContext, StageResult
 from pipeline.store import write_atomic, write_parquet
+from stages.records import records_table
 from stages.tasks import SYNAPSE
 
-METHOD_NAMES = {"supervised": "Supervised V-Net", "uamt": "UA-MT", "urpc": "URPC", "depl": "DePL", "dhc": "DHC"}
-# (method, DyCE) -> (mean DSC, ASD) as the paper's Table 5 publishes them (20 % labelled Synapse; the supervised
-# row is the paper's V-Net line)
-PAPER_TABLE5 = {("supervised", False): (62.1, 10.3), ("uamt", False): (20.3, 71.7), ("uamt", True): (48.1, 10.9),
-                ("urpc", False): (25.7, 72.7), ("urpc", True): (48.9, 10.1),
-                ("depl", False): (36.3, 36.0), ("depl", True): (51.8, 9.2), ("dhc", False): (48.6, 10.7),
-                ("dhc", True): (57.9, 6.4)}
 ORGANS = [SYNAPSE.names[o] for o in SYNAPSE.subsets["organs"]]
 CURVES = (("loss", "total loss"), ("loss_sup", "supervised"), ("loss_unsup", "unsupervised"), ("lr", "learning rate"))
 
@@ -42,12 +37,12 @@ def table5(runs: list[dict[str, Any]]):
     groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault(row_key(r), []).append(r)
-    order = sorted(groups, key=lambda k: (list(METHOD_NAMES).index(k[0]), k[1]))
+    order = sorted(groups, key=lambda k: (methods.names().index(k[0]), k[1]))
     rows = []
     for method, dyce in order:
         rs = groups[(method, dyce)]
-        paper = PAPER_TABLE5.get((method, dyce))
-        rows.append([f"{METHOD_NAMES[method]}{' + DyCE' if dyce else ''}", str(len(rs)),
+        paper = methods.spec(method).paper.get(dyce)  # as the paper's Table 5 publishes it (20 % labelled Synapse)
+        rows.append([f"{methods.spec(method).display}{' + DyCE' if dyce else ''}", str(len(rs)),
                      _cell([r["mean_dsc"] for r in rs]), _cell([r["mean_asd"] for r in rs], 1.0),
                      *(_cell([r["per_class"][o]["dsc"] for r in rs]) for o in ORGANS),
                      f"{paper[0]:.1f} / {paper[1]:.1f}" if paper else "-"])
@@ -60,7 +55,7 @@ def table5(runs: list[dict[str, Any]]):
 
 
 def run_name(r: dict[str, Any]) -> str:
-    return f"{METHOD_NAMES[r['method']]}{' + DyCE' if r['dyce'] else ''} (seed {r.get('seed', 0)})"
+    return f"{methods.spec(r['method']).display}{' + DyCE' if r['dyce'] else ''} (seed {r.get('seed', 0)})"
 
 
 def report_volumes(ctx: StageContext, runs: list[dict[str, Any]]) -> StageResult:
@@ -83,7 +78,9 @@ def report_volumes(ctx: StageContext, runs: list[dict[str, Any]]) -> StageResult
                                         "examples": examples}, ctx.out_dir / "index.html")
     flat = [{"method": r["method"], "dyce": r["dyce"], "seed": r.get("seed", 0), "mean_dsc": r["mean_dsc"],
              "mean_asd": r["mean_asd"], **{f"dsc_{o}": r["per_class"][o]["dsc"] for o in ORGANS}} for r in runs]
-    write_parquet(pa.Table.from_pylist(flat), ctx.out_dir / "runs.parquet")
+    fields = {"method": pa.string(), "dyce": pa.bool_(), "seed": pa.int64(), "mean_dsc": pa.float64(),
+              "mean_asd": pa.float64(), **{f"dsc_{o}": pa.float64() for o in ORGANS}}
+    write_parquet(records_table(flat, fields), ctx.out_dir / "runs.parquet")
     return StageResult(len(runs), {"report": str(ctx.out_dir / "index.html")})
 
 

@@ -28,7 +28,8 @@ from models.config import vision_init
 from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
 from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.preprocess import normalize
-from models.segmentor import Segmentor, build_segmentor, ema_alpha, ema_update, make_teacher
+from models.ema import ema_alpha, ema_update, make_teacher
+from models.segmentor import Segmentor, build_segmentor
 from pipeline.config import Config, TrainConfig, colour_jitter_for, pasted_gt_for, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult

@@ -48,13 +48,12 @@ def sliding_window(predict, image: np.ndarray, patch: tuple[int, int, int], stri
 
 
 def load_method(checkpoint: Path, device: torch.device):
-    from models.ssl3d import build_method
+    from models.volumes.methods import spec
     from stages.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, device)
     v = ckpt.meta["config"]["volumes"]
-    method = build_method(v["method"], ckpt.meta["num_classes"], v["n_filters"], v["dropout"],
-                          v.get("unet_filters", 16))  # checkpoints older than URPC have no key
+    method = spec(v["method"]).build(ckpt.meta["num_classes"], v)
     for name, net in {**method.networks, **method.frozen}.items():
         net.load_state_dict(ckpt.networks[name])
         net.to(device).eval()

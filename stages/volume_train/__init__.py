@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import Config
+from models.volumes.methods import spec as method_spec
+from pipeline.config import Config, ConfigError
 from pipeline.stage import StageContext, StageResult
 
 NAME = "train"
@@ -18,24 +19,26 @@ VERSION = 1
 INPUTS = ("ingest", "split")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}
 TRAIN_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "lr_power", "seed", "amp", "workers")
-METHOD_KEYS = {"supervised": (), "uamt": ("ema_alpha", "uamt_passes"), "urpc": ("unet_filters",),
-               "depl": ("depl_threshold",), "dhc": ()}
 UNSUP_KEYS = ("unsup_weight", "rampup")
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     """The method, its network and its own keys (another method's keys change nothing), the loss and the run."""
     v = cfg.volumes
-    keys = ("method", "n_filters", "dropout", "patch", "momentum", *METHOD_KEYS[v.method],
-            *(UNSUP_KEYS if v.method != "supervised" else ()))
-    loss = {"dyce": cfg.loss.dyce, **({"hard_ratio": cfg.loss.hard_ratio, "omega": cfg.loss.omega}
-                                      if cfg.loss.dyce else {})}
-    if cfg.loss.dyce and v.method == "dhc" and v.dyce_keeps_weights:  # only DHC has weights; false as before
-        loss["keeps_weights"] = True
-    if cfg.loss.dyce and v.method == "dhc" and v.dyce_unsup:
-        loss["unsup"] = True
+    kind = method_spec(v.method)
+    keys = ("method", "n_filters", "dropout", "patch", "momentum", *kind.keys, *(UNSUP_KEYS if kind.semi else ()))
+    loss = {"dyce": cfg.loss.dyce, **({"hard_ratio": cfg.loss.hard_ratio, "omega": cfg.loss.omega,
+                                       **kind.loss_keys(v)} if cfg.loss.dyce else {})}
     return {"volumes": {k: v.model_dump(mode="json")[k] for k in keys}, "loss": loss,
             "train": {k: getattr(cfg.train, k) for k in TRAIN_KEYS}}
+
+
+def check_config(cfg: Config) -> None:
+    """The method's own checks of the settings it cannot train (its module loads: ``models.volumes.methods``)."""
+    try:
+        method_spec(cfg.volumes.method).check(cfg.volumes)
+    except ValueError as err:
+        raise ConfigError(f"volumes.{err}") from None
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -2,7 +2,7 @@
 
 Each step draws ``train.batch_size`` labelled and as many unlabelled training cases, a random
 ``volumes.patch`` (64×128×128) of each with random flips in-plane, and steps the method
-(``models.ssl3d``) with SGD (momentum 0.9, Nesterov, weight decay ``train.weight_decay``, DHC 3e-5), a
+(``models.volumes.methods``) with SGD (momentum 0.9, Nesterov, weight decay ``train.weight_decay``, DHC 3e-5), a
 polynomial learning rate (per step, where DHC decays per epoch), a sigmoid ramp-up of the unsupervised weight,
 and bf16 autocast on GPU. The draws of step t depend on (seed, rank, t) alone, so a resumed run draws what an
 uninterrupted one would have. Checkpoints hold every network, optimizer and the method's running state (DHC's
@@ -20,18 +20,8 @@ import numpy as np
 import torch
 
 from models.losses import DyCELoss
-from models.ssl3d import (
-    Batch3D,
-    DiffDW,
-    DistDW,
-    Method,
-    StepContext,
-    SupervisedCE,
-    build_method,
-    method_step,
-    sigmoid_rampup,
-    update_teacher,
-)
+from models.volumes.methods import MethodSpec, spec
+from models.volumes.parts import Batch3D, Method, StepContext, SupervisedCE, sigmoid_rampup
 from pipeline.config import Config
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json
@@ -110,11 +100,9 @@ def labelled_counts(vols: Volumes) -> torch.Tensor:
 class RunningState(torch.nn.Module):
     """DHC's DiffDW/DistDW and DePL's q̂ as buffers, so the checkpoint keeps them and a resume continues them."""
 
-    FIELDS = {"diffdw": ("last_dice", "learn", "unlearn", "dice_weight", "weights"), "distdw": ("weights",)}
-
-    def __init__(self, state: dict[str, Any]):
+    def __init__(self, state: dict[str, Any], fields: dict[str, tuple[str, ...]]):
         super().__init__()
-        self.state = state
+        self.state, self.fields = state, fields  # fields: the tensor attributes of each object in the state
         for key, value in self._tensors().items():
             self.register_buffer(key, value.clone())
 
@@ -124,7 +112,7 @@ class RunningState(torch.nn.Module):
             if isinstance(value, torch.Tensor):
                 out[key] = value
             else:
-                out.update({f"{key}__{f}": getattr(value, f) for f in self.FIELDS[key]})
+                out.update({f"{key}__{f}": getattr(value, f) for f in self.fields[key]})
         return out
 
     def sync_out(self) -> None:
@@ -141,16 +129,6 @@ class RunningState(torch.nn.Module):
                 setattr(self.state[obj], f, value)
             else:
                 self.state[key] = value
-
-
-def initial_state(method: str, vols: Volumes, patch: tuple[int, int, int], device: torch.device) -> dict[str, Any]:
-    if method == "dhc":
-        dist = DistDW(labelled_counts(vols).float().to(device))
-        return {"diffdw": DiffDW(NUM_CLASSES, accumulate=50, device=device), "distdw": dist}
-    if method == "depl":
-        prior = torch.full((1, NUM_CLASSES, *patch), 1 / NUM_CLASSES, device=device)
-        return {"qhat_a": prior.clone(), "qhat_b": prior.clone()}
-    return {}
 
 
 # the worker function ---------------------------------------------------------------------------------
@@ -177,6 +155,7 @@ class Worker:
     world: int
     use_ray: bool
     device: torch.device
+    spec: MethodSpec
     method: Method  # the networks as saved
     stepping: Method  # the same, wrapped for DDP when there are several workers
     optimizers: dict[str, torch.optim.Optimizer]
@@ -196,11 +175,12 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     out_dir.mkdir(parents=True, exist_ok=True)
     rank, world, device = worker_device(t, use_ray)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    method = build_method(v.method, NUM_CLASSES, v.n_filters, v.dropout, v.unet_filters)
+    kind = spec(v.method)
+    method = kind.build(NUM_CLASSES, v)
     for net in (*method.networks.values(), *method.frozen.values()):
         net.to(device).train()  # UA-MT's teacher too: DHC runs it in training mode
-    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), v.method != "supervised")
-    running = RunningState(initial_state(v.method, vols, v.patch, device)).to(device)
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.semi)
+    running = RunningState(kind.initial_state(labelled_counts(vols), v.patch, device), kind.STATE_FIELDS).to(device)
     optimizers = optimizers_of(method, cfg)
     ckpt = latest_checkpoint(out_dir, use_ray, device)
     start = training.restore(ckpt, {**method.networks, **method.frozen, "state": running}, optimizers) if ckpt else 0
@@ -210,10 +190,9 @@ def setup_worker(config: dict[str, Any]) -> Worker:
                       method.frozen, NUM_CLASSES)
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
     unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
-    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v.ema_alpha, v.uamt_passes, v.depl_threshold,
-                          running.state, unsup_ce)
-    return Worker(cfg, out_dir, rank, world, use_ray, device, method, stepping, optimizers, context, running, vols,
-                  start)
+    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce)
+    return Worker(cfg, out_dir, rank, world, use_ray, device, kind, method, stepping, optimizers, context, running,
+                  vols, start)
 
 
 def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
@@ -223,15 +202,16 @@ def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
             group["lr"] = t.lr * poly_lr(step, t.iterations, t.lr_power)
     w.context.step = step
     w.context.unsup_weight = v.unsup_weight * (sigmoid_rampup(step, t.iterations) if v.rampup else 1.0)
-    batch = draw_batch(w.volumes, t.batch_size, v.patch, t.seed, w.rank, step, w.device, v.method != "supervised")
+    batch = draw_batch(w.volumes, t.batch_size, v.patch, t.seed, w.rank, step, w.device, w.spec.semi)
     with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=t.amp and w.device.type == "cuda"):
-        loss, logs = method_step(w.stepping, batch, w.context)
+        loss, logs = w.spec.step(w.stepping, batch, w.context)
+        logs = {"loss": loss.detach(), **logs}
     for optimizer in w.optimizers.values():
         optimizer.zero_grad(set_to_none=True)
     loss.backward()
     for optimizer in w.optimizers.values():
         optimizer.step()
-    update_teacher(w.method, step, v.ema_alpha)
+    w.spec.teacher(w.method, step, v)
     return logs
 
 
@@ -262,7 +242,7 @@ def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, use_ray: 
 def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
     """What the training used: the method, CE or DyCE, and the cases (the report's Table 5 rows)."""
     return {"task": "synapse", "method": cfg.volumes.method, "dyce": cfg.loss.dyce,
-            "labelled_cases": vols.ids[0], "unlabelled_cases": vols.ids[1] if cfg.volumes.method != "supervised" else [],
+            "labelled_cases": vols.ids[0], "unlabelled_cases": vols.ids[1] if spec(cfg.volumes.method).semi else [],
             "iterations": cfg.train.iterations, "patch": list(cfg.volumes.patch), "seed": cfg.train.seed}
 
 
