@@ -41,8 +41,8 @@ def table5(runs: list[dict[str, Any]]):
     rows = []
     for method, dyce in order:
         rs = groups[(method, dyce)]
-        paper = methods.spec(method).paper.get(dyce)  # as the paper's Table 5 publishes it (20 % labelled Synapse)
-        rows.append([f"{methods.spec(method).display}{' + DyCE' if dyce else ''}", str(len(rs)),
+        paper = methods.spec(method).PAPER.get(dyce)  # as the paper's Table 5 publishes it (20 % labelled Synapse)
+        rows.append([f"{methods.spec(method).DISPLAY}{' + DyCE' if dyce else ''}", str(len(rs)),
                      _cell([r["mean_dsc"] for r in rs]), _cell([r["mean_asd"] for r in rs], 1.0),
                      *(_cell([r["per_class"][o]["dsc"] for r in rs]) for o in ORGANS),
                      f"{paper[0]:.1f} / {paper[1]:.1f}" if paper else "-"])
@@ -55,7 +55,7 @@ def table5(runs: list[dict[str, Any]]):
 
 
 def run_name(r: dict[str, Any]) -> str:
-    return f"{methods.spec(r['method']).display}{' + DyCE' if r['dyce'] else ''} (seed {r.get('seed', 0)})"
+    return f"{methods.spec(r['method']).DISPLAY}{' + DyCE' if r['dyce'] else ''} (seed {r.get('seed', 0)})"
 
 
 def report_volumes(ctx: StageContext, runs: list[dict[str, Any]]) -> StageResult:

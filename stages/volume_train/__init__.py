@@ -26,7 +26,7 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     """The method, its network and its own keys (another method's keys change nothing), the loss and the run."""
     v = cfg.volumes
     kind = method_spec(v.method)
-    keys = ("method", "n_filters", "dropout", "patch", "momentum", *kind.keys, *(UNSUP_KEYS if kind.semi else ()))
+    keys = ("method", "n_filters", "dropout", "patch", "momentum", *kind.KEYS, *(UNSUP_KEYS if kind.SEMI else ()))
     loss = {"dyce": cfg.loss.dyce, **({"hard_ratio": cfg.loss.hard_ratio, "omega": cfg.loss.omega,
                                        **kind.loss_keys(v)} if cfg.loss.dyce else {})}
     return {"volumes": {k: v.model_dump(mode="json")[k] for k in keys}, "loss": loss,

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from models.losses import DyCELoss
-from models.volumes.methods import MethodSpec, spec
+from models.registry import Entry
+from models.volumes.methods import spec
 from models.volumes.parts import Batch3D, Method, StepContext, SupervisedCE, sigmoid_rampup
 from pipeline.config import Config
 from pipeline.stage import StageContext, StageError, StageResult
@@ -155,7 +156,7 @@ class Worker:
     world: int
     use_ray: bool
     device: torch.device
-    spec: MethodSpec
+    spec: Entry  # the method (models.volumes.methods)
     method: Method  # the networks as saved
     stepping: Method  # the same, wrapped for DDP when there are several workers
     optimizers: dict[str, torch.optim.Optimizer]
@@ -179,7 +180,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     method = kind.build(NUM_CLASSES, v)
     for net in (*method.networks.values(), *method.frozen.values()):
         net.to(device).train()  # UA-MT's teacher too: DHC runs it in training mode
-    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.semi)
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.SEMI)
     running = RunningState(kind.initial_state(labelled_counts(vols), v.patch, device), kind.STATE_FIELDS).to(device)
     optimizers = optimizers_of(method, cfg)
     ckpt = latest_checkpoint(out_dir, use_ray, device)
@@ -202,7 +203,7 @@ def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
             group["lr"] = t.lr * poly_lr(step, t.iterations, t.lr_power)
     w.context.step = step
     w.context.unsup_weight = v.unsup_weight * (sigmoid_rampup(step, t.iterations) if v.rampup else 1.0)
-    batch = draw_batch(w.volumes, t.batch_size, v.patch, t.seed, w.rank, step, w.device, w.spec.semi)
+    batch = draw_batch(w.volumes, t.batch_size, v.patch, t.seed, w.rank, step, w.device, w.spec.SEMI)
     with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=t.amp and w.device.type == "cuda"):
         loss, logs = w.spec.step(w.stepping, batch, w.context)
         logs = {"loss": loss.detach(), **logs}
@@ -242,7 +243,7 @@ def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, use_ray: 
 def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
     """What the training used: the method, CE or DyCE, and the cases (the report's Table 5 rows)."""
     return {"task": "synapse", "method": cfg.volumes.method, "dyce": cfg.loss.dyce,
-            "labelled_cases": vols.ids[0], "unlabelled_cases": vols.ids[1] if spec(cfg.volumes.method).semi else [],
+            "labelled_cases": vols.ids[0], "unlabelled_cases": vols.ids[1] if spec(cfg.volumes.method).SEMI else [],
             "iterations": cfg.train.iterations, "patch": list(cfg.volumes.patch), "seed": cfg.train.seed}
 
 

@@ -17,31 +17,12 @@ This module imports no torch: the config validates a method's name against ``nam
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
-_MODULES = {  # name -> module: one line per method, in the report's row order
-    "supervised": "models.volumes.methods.supervised",
-    "uamt": "models.volumes.methods.uamt",
-    "urpc": "models.volumes.methods.urpc",
-    "depl": "models.volumes.methods.depl",
-    "dhc": "models.volumes.methods.dhc",
-}
+from models.registry import Entry, Registry
 
 
-def register(name: str, module: str) -> None:
-    """Add (or replace) a method: ``module`` is the dotted path of its module, imported on first use."""
-    _MODULES[name] = module
-    spec.cache_clear()
-
-
-def names() -> tuple[str, ...]:
-    return tuple(_MODULES)
-
-
-def _none(*_: Any) -> None:
+def _nothing(*_: Any) -> None:
     return None
 
 
@@ -49,43 +30,17 @@ def _empty(*_: Any) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method module's interface, with the defaults filled in."""
-
-    name: str
-    display: str
-    paper: dict[bool, tuple[float, float]]
-    semi: bool
-    keys: tuple[str, ...]
-    module: ModuleType
-
-    def __getattr__(self, attr: str) -> Any:  # build, step, initial_state, check, loss_keys, teacher, STATE_FIELDS
-        defaults = {"initial_state": _empty, "check": _none, "loss_keys": _empty, "teacher": _none,
-                    "STATE_FIELDS": {}}
-        if hasattr(self.module, attr):
-            return getattr(self.module, attr)
-        if attr in defaults:
-            return defaults[attr]
-        raise AttributeError(f"method {self.name} ({self.module.__name__}) has no {attr}")
+METHODS = Registry("method", "volumes.method", {  # one line per method, in the report's row order
+    "supervised": "models.volumes.methods.supervised",
+    "uamt": "models.volumes.methods.uamt",
+    "urpc": "models.volumes.methods.urpc",
+    "depl": "models.volumes.methods.depl",
+    "dhc": "models.volumes.methods.dhc",
+}, {"PAPER": {}, "SEMI": True, "KEYS": (), "STATE_FIELDS": {}, "initial_state": _empty, "check": _nothing,
+    "loss_keys": _empty, "teacher": _nothing})
+register, names = METHODS.register, METHODS.names
 
 
-def _load(name: str) -> MethodSpec:
-    if name not in _MODULES:
-        raise ValueError(f"volumes.method: {name!r} is not one of {', '.join(_MODULES)}")
-    module = importlib.import_module(_MODULES[name])
-    return MethodSpec(name, getattr(module, "DISPLAY", name), getattr(module, "PAPER", {}),
-                      getattr(module, "SEMI", True), tuple(getattr(module, "KEYS", ())), module)
-
-
-_loaded: dict[str, MethodSpec] = {}
-
-
-def spec(name: str) -> MethodSpec:
-    """The registered method ``name``; ValueError naming ``volumes.method`` for an unknown one."""
-    if name not in _loaded or _loaded[name].module.__name__ != _MODULES.get(name):
-        _loaded[name] = _load(name)
-    return _loaded[name]
-
-
-spec.cache_clear = _loaded.clear  # type: ignore[attr-defined]
+def spec(name: str) -> Entry:
+    """The registered method ``name`` (ValueError naming ``volumes.method`` for an unknown one)."""
+    return METHODS.get(name)
