@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from pipeline.lock import WorkdirBusy
 from pipeline.progress import console as err_console
-from pipeline.runner import STAGES, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
+from pipeline.runner import STAGES, check_config, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
 from pipeline.stage import StageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -44,7 +44,7 @@ def _config(config: Path | None, overrides: list[str] | None, address: str | Non
     extra += [f"paths.workdir={workdir}"] if workdir else []
     extra += ["data.strict=true"] if strict else []
     try:
-        return load_config(config, [*(overrides or []), *extra])
+        return check_config(load_config(config, [*(overrides or []), *extra]), str(config or DEFAULT_CONFIG))
     except ConfigError as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(2) from None

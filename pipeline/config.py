@@ -21,13 +21,6 @@ from models.volumes import methods
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
-LAYOUTS = {  # what each dataset's root holds, in its official layout
-    "cityscapes": "leftImg8bit/{train,val}/<city>/*_leftImg8bit.png with gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
-    "gta5": "images/*.png with labels/*.png",
-    "synthia": "RGB/*.png with GT/LABELS/*.png",
-}
-
-
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
@@ -43,14 +36,13 @@ def _existing_path(value: Path | None) -> Path | None:
 
 
 class DomainConfig(Section):
-    name: Literal["demo", "gta5", "synthia", "cityscapes"] = "demo"
-    root: Path | None = None  # None only for `demo`: generated under <workdir>/data/demo
+    name: str = "demo"  # a registered dataset (stages.datasets): demo, gta5, synthia (sources), cityscapes (target)
+    root: Path | None = None  # None only for a generated dataset (demo: under <workdir>/data/demo)
 
     @model_validator(mode="after")
     def _root_exists(self) -> DomainConfig:
         if self.root is not None and not self.root.expanduser().exists():
-            layout = f" (a {self.name} root holds {LAYOUTS[self.name]})" if self.name in LAYOUTS else ""
-            raise ValueError(f"root: path does not exist: {self.root}{layout}")
+            raise ValueError(f"root: path does not exist: {self.root}")
         return self
 
 
@@ -79,23 +71,10 @@ class DataConfig(Section):
     _check_split = field_validator("split_file")(_existing_path)
 
     @model_validator(mode="after")
-    def _domains_fit(self) -> DataConfig:
-        if self.source.name == "cityscapes":
-            raise ValueError("source.name: the source must be gta5, synthia or demo")
-        if self.target.name not in ("cityscapes", "demo"):
-            raise ValueError("target.name: the target must be cityscapes or demo")
-        for role, dom in (("source", self.source), ("target", self.target)):
-            if dom.name != "demo" and dom.root is None:
-                raise ValueError(f"{role}.root: required for dataset '{dom.name}'")
+    def _labelled(self) -> DataConfig:  # which datasets may play which role: ingest's check_config (the registry)
         if isinstance(self.labelled_target, int) and self.labelled_target < 0:
             raise ValueError("labelled_target: must be >= 0 or 'all'")
         return self
-
-
-def _demo_captions_need_the_demo(cfg: Config) -> Config:
-    if cfg.caption.captions_file == "demo" and "demo" not in (cfg.data.source.name, cfg.data.target.name):
-        raise ValueError("caption.captions_file: 'demo' (the demo world's scene descriptions) needs the demo world")
-    return cfg
 
 
 class CaptionConfig(Section):
@@ -266,8 +245,6 @@ class Config(Section):
     cluster: ClusterConfig = ClusterConfig()
     paths: PathsConfig = PathsConfig()
     volumes: VolumeConfig = VolumeConfig()
-
-    _demo_captions = model_validator(mode="after")(_demo_captions_need_the_demo)
 
 
 def colour_jitter_for(t: TrainConfig, labelled_target: int) -> float:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.lock import WorkdirLock
 from pipeline.manifest import Manifest, StageRun
 from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
@@ -85,11 +85,21 @@ def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[s
     return payload(name, stage.VERSION, stage.fingerprint_config(cfg), inputs, extra)
 
 
+def check_config(cfg: Config, source: str = "") -> Config:
+    """Each stage's own checks of what its plug-ins allow (``check_config``: registered datasets in their roles, a
+    method's settings): a ConfigError naming ``source`` (the config file) and the key."""
+    for name in stages_of(cfg):
+        try:
+            getattr(stage_module(name, cfg.task), "check_config", lambda _: None)(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}" if source else str(err)) from None
+    return cfg
+
+
 def fingerprints(cfg: Config, manifest: Manifest | None = None) -> dict[str, str | None]:
     """Every stage's fingerprint for this config, inputs first; None where an input must run first. Each stage's
     ``check_config`` runs first."""
-    for name in stages_of(cfg):  # a stage's own checks of settings it cannot run (a ConfigError naming the key)
-        getattr(stage_module(name, cfg.task), "check_config", lambda _: None)(cfg)
+    check_config(cfg)
     if manifest is None:
         manifest = open_manifest(cfg, read_only=True)
     fps: dict[str, str | None] = {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.progress import console
 from pipeline.shards import ShardPool, map_shards, node_id, write_shards
 from pipeline.stage import StageContext, StageError, StageResult
@@ -31,6 +31,15 @@ VERSION = 4  # 2: the image set; 3: OpenCV decode in CPU tasks; 4: any captioner
 INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "images"}  # the images alone: not the split, not where the dataset is mounted
 EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries", "decode_cpus", "replica_cpus"}  # do not change captions
+
+
+def check_config(cfg: Config) -> None:
+    """``caption.captions_file: demo`` reads a generated world's scene descriptions: one of the domains must be it."""
+    from stages.datasets import dataset
+
+    if cfg.caption.captions_file == "demo" and not any(
+            dataset(d.name).SCENE_DESCRIPTIONS for d in (cfg.data.source, cfg.data.target)):
+        raise ConfigError("caption.captions_file: 'demo' (the demo world's scene descriptions) needs the demo world")
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:

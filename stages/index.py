@@ -17,7 +17,6 @@ from pipeline.config import DataConfig
 INDEX_FILE = "index.parquet"
 SPLIT_FILE = "labelled.txt"  # written by the split stage: one labelled image id per line
 DEMO_DIR = Path("data") / "demo"  # under the work directory
-DEMO_LAYOUTS = {"source": "gta5", "target": "cityscapes"}  # the demo world is written in these layouts
 
 INDEX_SCHEMA = pa.schema([
     ("image_id", pa.string()),  # <dataset>/<split>/<stem>: the same wherever the dataset lies
@@ -34,13 +33,10 @@ INDEX_SCHEMA = pa.schema([
 
 def dataset_roots(data: DataConfig, workdir: Path) -> dict[str, Path]:
     """Absolute root of the source and target datasets (the demo world lives in the work directory)."""
-    roots = {}
-    for role, dom in (("source", data.source), ("target", data.target)):
-        if dom.name == "demo":
-            roots[role] = Path(workdir).resolve() / DEMO_DIR / DEMO_LAYOUTS[role]
-        else:
-            roots[role] = Path(dom.root).expanduser().resolve()
-    return roots
+    from stages.datasets import domain_root
+
+    return {role: domain_root(dom.name, dom.root, role, workdir)
+            for role, dom in (("source", data.source), ("target", data.target))}
 
 
 def resolve_rows(rows: list[dict[str, Any]], roots: dict[str, Path | str]) -> list[dict[str, Any]]:

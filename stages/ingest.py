@@ -24,13 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from pipeline.config import LAYOUTS, Config
+from pipeline.config import Config, ConfigError
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_parquet
-from stages import demo_world
-from stages.datasets import MAX_LABEL_ID, Sample, list_samples, read_raw_label
-from stages.index import DEMO_DIR, DEMO_LAYOUTS, INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests, record_rejected
+from stages.datasets import Sample, check_domain, dataset, layout_of, list_samples, read_raw_label
+from stages.index import INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests, record_rejected
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
@@ -42,19 +41,29 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     """Which datasets, and where (a moved root is ingested again, but its unchanged images keep their
     captions: caption depends on the ``images`` digest, not on this fingerprint)."""
     data = cfg.data
-    where = {role: {"name": dom.name, "root": None if dom.name == "demo" else str(root)}
-             for (role, dom), root in zip((("source", data.source), ("target", data.target)),
-                                          dataset_roots(data, Path(".")).values(), strict=True)}
-    if "demo" in (data.source.name, data.target.name):
-        where["demo"] = demo_world.world_keys(data.demo)
+    where: dict[str, Any] = {role: {"name": dom.name, "root": str(root) if dataset(dom.name).NEEDS_ROOT else None}
+                             for (role, dom), root in zip((("source", data.source), ("target", data.target)),
+                                                          dataset_roots(data, Path(".")).values(), strict=True)}
+    for name in dict.fromkeys((data.source.name, data.target.name)):  # a generated dataset: its own keys
+        if keys := dataset(name).fingerprint_keys(data):
+            where[name] = keys
     return {"data": where}
+
+
+def check_config(cfg: Config) -> None:
+    """Each domain's dataset is registered (``stages.datasets``), may play its role, and has the root it needs."""
+    for role, dom in (("source", cfg.data.source), ("target", cfg.data.target)):
+        try:
+            check_domain(role, dom.name, dom.root)
+        except ValueError as err:
+            raise ConfigError(f"data.{err}") from None
 
 
 def file_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def check_sample(sample: Sample, dataset: str) -> Check:
+def check_sample(sample: Sample, layout: str) -> Check:
     """(height, width, image hash, label hash) of a usable image, or the reason to reject it.
 
     Each file is read once: its bytes are hashed and then decoded from memory.
@@ -71,26 +80,26 @@ def check_sample(sample: Sample, dataset: str) -> Check:
     if not sample.label_path.exists():
         return f"missing label file {sample.label_path}"
     try:
-        raw = read_raw_label(sample.label_path, dataset)
+        raw = read_raw_label(sample.label_path, layout)
         label_hash = file_hash(sample.label_path.read_bytes())
     except Exception as err:
         return f"label does not decode ({type(err).__name__})"
     if raw.shape[:2] != (size[1], size[0]):
         return f"label size {raw.shape[1]}x{raw.shape[0]} differs from image size {size[0]}x{size[1]}"
-    if raw.size and int(raw.max()) > MAX_LABEL_ID[dataset]:
-        return f"label value {int(raw.max())} outside the {dataset} id range 0..{MAX_LABEL_ID[dataset]}"
+    if raw.size and int(raw.max()) > (top := dataset(layout).MAX_LABEL_ID):
+        return f"label value {int(raw.max())} outside the {layout} id range 0..{top}"
     return size[1], size[0], file_hash(image_bytes), label_hash
 
 
 def _check_chunk(args: tuple[list[Sample], str]) -> list[Check]:
-    samples, dataset = args
-    return [check_sample(s, dataset) for s in samples]
+    samples, layout = args
+    return [check_sample(s, layout) for s in samples]
 
 
-def check_samples(samples: list[Sample], dataset: str, label: str) -> list[Check]:
+def check_samples(samples: list[Sample], layout: str, label: str) -> list[Check]:
     """``check_sample`` over many files, in parallel processes, with a progress bar."""
     chunk = 256
-    chunks = [(samples[i:i + chunk], dataset) for i in range(0, len(samples), chunk)]
+    chunks = [(samples[i:i + chunk], layout) for i in range(0, len(samples), chunk)]
     results: list[Check] = []
     # spawn, not fork: the driver may already run Ray and torch threads
     pool = ProcessPoolExecutor(mp_context=get_context("spawn")) if len(chunks) > 1 else None
@@ -102,13 +111,11 @@ def check_samples(samples: list[Sample], dataset: str, label: str) -> list[Check
 
 
 def _domains(ctx: StageContext) -> dict[str, tuple[str, Path]]:
-    """role -> (layout, absolute root); the demo world is generated first."""
+    """role -> (layout, absolute root); a generated dataset (the demo world) is generated first."""
     data, roots = ctx.cfg.data, dataset_roots(ctx.cfg.data, ctx.workdir)
-    if "demo" in (data.source.name, data.target.name):
-        d = data.demo
-        demo_world.generate(ctx.workdir / DEMO_DIR, d.n_source, d.n_target_train, d.n_target_val, d.height,
-                            d.width, seed=d.seed, gap=d.gap, alike=d.lookalike)
-    return {role: (DEMO_LAYOUTS[role] if dom.name == "demo" else dom.name, roots[role])
+    for name in dict.fromkeys((data.source.name, data.target.name)):
+        dataset(name).prepare(ctx.workdir, data)
+    return {role: (layout_of(dom.name, role), roots[role])
             for role, dom in (("source", data.source), ("target", data.target))}
 
 
@@ -119,17 +126,17 @@ def _relative(path: Path | None, root: Path) -> str | None:
 def run(ctx: StageContext) -> StageResult:
     rows: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
     rejected: list[tuple[str, str]] = []
-    for role, (dataset, root) in _domains(ctx).items():
-        samples = list_samples(dataset, root)
+    for role, (layout, root) in _domains(ctx).items():
+        samples = list_samples(layout, root)
         if not samples:
-            raise StageError(f"data.{role}.root: no {dataset} images under {root} (expected {LAYOUTS[dataset]})")
-        checks = check_samples(samples, dataset, role)
+            raise StageError(f"data.{role}.root: no {layout} images under {root} (expected {dataset(layout).LAYOUT})")
+        checks = check_samples(samples, layout, role)
         rejected += [(str(s.image_path), c) for s, c in zip(samples, checks, strict=True) if isinstance(c, str)]
         for s, check in zip(samples, checks, strict=True):
             if isinstance(check, str):
                 continue
             h, w, image_hash, label_hash = check
-            for key, value in (("image_id", s.image_id), ("dataset", dataset), ("domain", role),
+            for key, value in (("image_id", s.image_id), ("dataset", layout), ("domain", role),
                                ("split", s.split), ("image_path", _relative(s.image_path, root)),
                                ("label_path", _relative(s.label_path, root)), ("image_hash", image_hash),
                                ("label_hash", label_hash), ("height", h), ("width", w)):

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from pipeline.runner import check_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -37,6 +38,8 @@ def test_overrides_are_typed():
         ("train: {iterations: many}\n", [], "train.iterations: Input should be a valid integer"),
         ("data: {source: {name: gta5, root: /no/such/dir}}\n", [], "data.source.root: path does not exist"),
         ("data: {source: {name: gta5}}\n", [], "data.source.root: required for dataset 'gta5'"),
+        ("data: {source: {name: cityscapes, root: /}}\n", [], "data.source.name: cityscapes cannot be the source"),
+        ("data: {target: {name: mapillary, root: /}}\n", [], "data.target.name: 'mapillary' is not a registered"),
         ("loss: {omega: 2}\n", [], "loss.omega"),
         ("{}\n", ["nosection.key=1"], "nosection: unknown key"),
         ("{}\n", ["train.iterations"], "expected section.key=value"),
@@ -45,7 +48,7 @@ def test_overrides_are_typed():
 def test_bad_config_names_file_and_key(tmp_path, text, overrides, expected):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_config(path, overrides)
+        check_config(load_config(path, overrides), str(path))  # the CLI's checks: the model, then the plug-ins
     message = str(info.value)
     assert expected in message
     assert "\n" not in message

@@ -1,140 +1,102 @@
-"""What the field knows about GTA5, SYNTHIA and Cityscapes: class sets, id maps, official layouts (DESIGN §6).
+"""The registry of the street task's datasets (DESIGN §7): the only list of them, one line per dataset.
 
-Used by ingest (layouts, label checks), train and evaluate (label reading, class names and sets).
+A dataset module defines ``LAYOUT`` (what its root holds, for errors), ``ROLES`` (source, target or both),
+``samples(root, name) -> [Sample]`` (every image in its official layout, with the label file it should have),
+``read_raw(path)`` (a label file as stored), ``to_train_ids(raw)`` (into the task's class ids, 255 ignored) and
+``MAX_LABEL_ID`` (a larger stored value is a corrupt file); optionally ``EVAL_SETS`` (the class-set sizes reported
+when it is the source; 19), ``encode_prediction(train_ids)`` and ``prediction_name(stem)`` (the format and file
+name predictions are written in; Cityscapes labelIds by default), ``PAPER_TABLE3`` (the paper's published Table 3
+rows with it as source), ``NEEDS_ROOT`` (false for a generated dataset) and ``LAYOUTS`` (role -> the registered
+dataset whose layout a generated dataset is written in). Nothing outside this package compares dataset names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
-IGNORE = 255
+from models.registry import Entry, Registry
+from stages.datasets.classes import (  # noqa: F401  (the class set, for the modules that read it from here)
+    CITYSCAPES_ID_TO_TRAIN,
+    CITYSCAPES_LUT,
+    CLASS_SETS,
+    CLASSES,
+    IGNORE,
+    PALETTE,
+    TRAIN_TO_CITYSCAPES_ID,
+    Sample,
+    colourise,
+    label_ids_name,
+    to_label_ids,
+)
 
-CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # Cityscapes trainIds 0..18
-
-# Cityscapes labelId -> trainId; GTA5 labels are Cityscapes labelIds.
-CITYSCAPES_ID_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-                          25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-# SYNTHIA-RAND-CITYSCAPES class id (first channel of the 16-bit label) -> trainId.
-SYNTHIA_ID_TO_TRAIN = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13,
-                       19: 15, 12: 17, 11: 18}
-MAX_LABEL_ID = {"cityscapes": 33, "gta5": 33, "demo": 33, "synthia": 22}  # larger ids are corrupt files
-
-# Evaluation class sets: 19 (GTA5), 16 (SYNTHIA: no terrain, truck, train), 13 (also no wall, fence, pole).
-CLASS_SETS: dict[int, tuple[int, ...]] = {
-    19: tuple(range(19)),
-    16: tuple(c for c in range(19) if c not in (9, 14, 16)),
-    13: tuple(c for c in range(19) if c not in (3, 4, 5, 9, 14, 16)),
-}
-
-# Cityscapes colour palette for prediction PNGs.
-PALETTE = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-], dtype=np.uint8)
+DATASETS = Registry("dataset", "name", {
+    "cityscapes": "stages.datasets.cityscapes",
+    "gta5": "stages.datasets.gta5",
+    "synthia": "stages.datasets.synthia",
+    "demo": "stages.datasets.demo",
+}, {"EVAL_SETS": (19,), "encode_prediction": to_label_ids, "prediction_name": label_ids_name, "PAPER_TABLE3": {},
+    "NEEDS_ROOT": True, "LAYOUTS": {}, "SCENE_DESCRIPTIONS": False, "prepare": lambda workdir, data: None,
+    "fingerprint_keys": lambda data: {}})
+register, names = DATASETS.register, DATASETS.names
 
 
-def colourise(pred: np.ndarray) -> np.ndarray:
-    """(H, W) trainIds -> (H, W, 3) uint8 in the Cityscapes palette; ignored or unknown ids black."""
-    return np.where((pred < len(PALETTE))[..., None], PALETTE[np.minimum(pred, len(PALETTE) - 1)], 0).astype(np.uint8)
+def dataset(name: str) -> Entry:
+    return DATASETS.get(name)
 
 
-def to_label_ids(pred: np.ndarray) -> np.ndarray:
-    """(H, W) trainIds -> Cityscapes labelIds (uint8), as ``cityscapesscripts``' evaluator and the benchmark
-    server read predictions; an ignored or unknown id becomes 0 (unlabeled)."""
-    return np.where(pred < len(TRAIN_TO_CITYSCAPES_ID), TRAIN_TO_CITYSCAPES_ID[np.minimum(pred, 18)], 0).astype(np.uint8)
+def layout_of(name: str, role: str) -> str:
+    """The registered dataset whose files a domain's root holds: itself, or for a generated dataset the layout it
+    is written in for ``role``."""
+    return dataset(name).LAYOUTS.get(role, name)
 
 
-def label_ids_name(stem: str) -> str:
-    """The file name of a labelId prediction: the image's own name, ``<city>_<seq>_<frame>_leftImg8bit.png``
-    for a Cityscapes image (a stem already ending so keeps it)."""
-    stem = stem.removesuffix("_leftImg8bit")
-    return f"{stem}_leftImg8bit.png"
+def domain_root(name: str, root: Path | None, role: str, workdir: Path) -> Path:
+    """The absolute root of a domain: the configured one, or where a generated dataset writes it."""
+    spec = dataset(name)
+    return Path(root).expanduser().resolve() if spec.NEEDS_ROOT else spec.root(workdir, role)
+
+
+def check_domain(role: str, name: str, root: Path | None) -> None:
+    """ValueError naming ``<role>.<key>`` when the dataset is not registered, cannot play ``role`` or needs a
+    root it was not given."""
+    try:
+        spec = dataset(name)
+    except ValueError as err:
+        raise ValueError(f"{role}.{err}") from None
+    if role not in spec.ROLES:
+        can = " or ".join(n for n in names() if role in dataset(n).ROLES)
+        raise ValueError(f"{role}.name: {name} cannot be the {role} (the {role} must be {can})")
+    if spec.NEEDS_ROOT and root is None:
+        raise ValueError(f"{role}.root: required for dataset '{name}' (a {name} root holds {spec.LAYOUT})")
+
+
+def list_samples(layout: str, root: Path) -> list[Sample]:
+    """Every image of a dataset in its official layout, with the label file it should have."""
+    return dataset(layout).samples(root, layout)
+
+
+def read_raw_label(path: Path, layout: str) -> np.ndarray:
+    """The label file's values as stored."""
+    return dataset(layout).read_raw(Path(path))
+
+
+def to_train_ids(raw: np.ndarray, layout: str) -> np.ndarray:
+    return dataset(layout).to_train_ids(raw)
+
+
+def load_label(path: Path | str, layout: str) -> np.ndarray:
+    """A label file of dataset ``layout`` as the task's class ids: uint8 (H, W), 255 = ignore."""
+    return to_train_ids(read_raw_label(Path(path), layout), layout)
 
 
 def eval_class_sets(source: str) -> tuple[int, ...]:
     """The class-set sizes reported for a source: 19 for GTA5, 16 and 13 for SYNTHIA."""
-    return (16, 13) if source == "synthia" else (19,)
+    return tuple(dataset(source).EVAL_SETS)
 
 
-def _lut(mapping: dict[int, int], size: int) -> np.ndarray:
-    lut = np.full(size, IGNORE, dtype=np.uint8)
-    for label_id, train_id in mapping.items():
-        lut[label_id] = train_id
-    return lut
-
-
-CITYSCAPES_LUT = _lut(CITYSCAPES_ID_TO_TRAIN, 256)
-SYNTHIA_LUT = _lut(SYNTHIA_ID_TO_TRAIN, 65536)
-TRAIN_TO_CITYSCAPES_ID = np.array([k for k, _ in sorted(CITYSCAPES_ID_TO_TRAIN.items(), key=lambda kv: kv[1])],
-                                  dtype=np.uint8)
-
-
-def read_raw_label(path: Path, dataset: str) -> np.ndarray:
-    """The label file's class ids as stored: 8-bit labelIds, or SYNTHIA's 16-bit first channel."""
-    if dataset == "synthia":
-        import cv2  # PIL turns 16-bit colour PNGs into 8-bit; OpenCV reads them unchanged
-
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise ValueError("label does not decode")
-        return raw[:, :, 2] if raw.ndim == 3 else raw  # OpenCV is BGR(A): the first channel is index 2
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def to_train_ids(raw: np.ndarray, dataset: str) -> np.ndarray:
-    lut = SYNTHIA_LUT if dataset == "synthia" else CITYSCAPES_LUT
-    return lut[raw]
-
-
-def load_label(path: Path | str, dataset: str) -> np.ndarray:
-    """A label file as Cityscapes trainIds: uint8 (H, W), 0..18, 255 = ignore.
-
-    ``dataset`` is ``cityscapes``, ``gta5``, ``demo`` (Cityscapes labelIds) or ``synthia`` (16-bit PNG,
-    class id in the first channel).
-    """
-    return to_train_ids(read_raw_label(Path(path), dataset), dataset)
-
-
-@dataclass(frozen=True)
-class Sample:
-    image_id: str
-    split: str
-    image_path: Path
-    label_path: Path | None
-
-
-def _cityscapes(root: Path, name: str) -> list[Sample]:
-    samples = []
-    for split in ("train", "val"):
-        for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):
-            stem = img.name.removesuffix("_leftImg8bit.png")
-            label = root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_labelIds.png"
-            samples.append(Sample(f"{name}/{split}/{stem}", split, img, label))
-    return samples
-
-
-def _flat(root: Path, name: str, images: str, labels: str) -> list[Sample]:
-    return [
-        Sample(f"{name}/train/{img.stem}", "train", img, root / labels / img.name)
-        for img in sorted((root / images).glob("*.png"))
-    ]
-
-
-def list_samples(dataset: str, root: Path) -> list[Sample]:
-    """Every image of a dataset in its official layout, with the label file it should have."""
-    if dataset == "cityscapes":
-        return _cityscapes(root, dataset)
-    if dataset == "gta5":
-        return _flat(root, dataset, "images", "labels")
-    if dataset == "synthia":
-        return _flat(root, dataset, "RGB", "GT/LABELS")
-    raise ValueError(f"unknown dataset {dataset!r}")
+def paper_table3(source: str, target: str) -> dict[str, Any]:
+    """The paper's Table 3 for this benchmark: {"labelled": counts, "rows": {components: mIoUs}}, or {}."""
+    return dataset(source).PAPER_TABLE3.get(target, {}) if source in names() else {}

@@ -17,7 +17,7 @@ from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
-from stages.datasets import colourise, label_ids_name, load_label, to_label_ids
+from stages.datasets import colourise, dataset, load_label
 from stages.images import read_rgb, resize_image
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.language import TextEmbeddingStore, served_captions
@@ -25,7 +25,7 @@ from stages.metrics import confusion, iou_per_class, miou
 from stages.tasks import task_of
 from stages.trained import CHECKPOINT, read_setup
 
-LABEL_IDS_DIR = "labelIds"  # predictions/labelIds/<city>_<seq>_<frame>_leftImg8bit.png, for cityscapesscripts
+LABEL_IDS_DIR = "labelIds"  # predictions/labelIds/: in the target dataset's own format (Cityscapes: labelIds)
 EXAMPLES = 10  # saved predictions the report shows, at most
 
 
@@ -33,8 +33,10 @@ def prediction_path(pred_dir: Path, image_id: str) -> Path:
     return pred_dir / f"{image_id.replace('/', '__')}.png"
 
 
-def label_ids_path(pred_dir: Path, image_id: str) -> Path:
-    return pred_dir / LABEL_IDS_DIR / label_ids_name(image_id.rsplit("/", 1)[-1])
+def label_ids_path(pred_dir: Path, image_id: str, layout: str) -> Path:
+    """Where the prediction goes in the dataset's own format, named as the dataset names it (Cityscapes:
+    ``<city>_<seq>_<frame>_leftImg8bit.png``, for cityscapesscripts)."""
+    return pred_dir / LABEL_IDS_DIR / dataset(layout).prediction_name(image_id.rsplit("/", 1)[-1])
 
 
 def saves(cfg: Config, k: int) -> bool:
@@ -42,10 +44,10 @@ def saves(cfg: Config, k: int) -> bool:
     return cfg.eval.save_predictions == "all" or k < cfg.eval.save_predictions
 
 
-def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray) -> None:
-    """The colour PNG (Cityscapes palette) and the labelId PNG named after the image."""
+def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray, layout: str) -> None:
+    """The colour PNG (the class set's palette) and the PNG in the dataset's format, named after the image."""
     for path, array in ((prediction_path(pred_dir, image_id), colourise(pred)),
-                        (label_ids_path(pred_dir, image_id), to_label_ids(pred))):
+                        (label_ids_path(pred_dir, image_id, layout), dataset(layout).encode_prediction(pred))):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             Image.fromarray(array).save(tmp, format="PNG")
@@ -73,11 +75,11 @@ class Evaluator:
         cfg, n = self.cfg, self.num_classes
         conf = np.zeros((n, n), dtype=np.int64)
         for k, row in enumerate(rows, first):
-            label = load_label(row["label_path"], "cityscapes")
+            label = load_label(row["label_path"], row["dataset"])  # decoded by its own dataset
             pred = self.predict_row(row, label.shape)
             conf += confusion(pred, label, n)
             if saves(cfg, k):
-                save_prediction(self.pred_dir, row["image_id"], pred)
+                save_prediction(self.pred_dir, row["image_id"], pred, row["dataset"])
         return conf
 
     def predict_row(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
@@ -130,7 +132,7 @@ def evaluate(ctx: StageContext) -> StageResult:
     metrics = write_metrics(ctx, conf, len(rows))
     shown = [r for k, r in enumerate(rows[:EXAMPLES]) if saves(cfg, k)]
     captions = served_captions(ctx.inputs["embed_text"], [r["image_id"] for r in shown], cfg.model.dlg_captions)
-    examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"],
+    examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"], "dataset": r["dataset"],
                  "prediction": str(prediction_path(pred_dir, r["image_id"])), "caption": captions[r["image_id"]]}
                 for r in shown]
     write_json(run_description(ctx.cfg, ctx) | {"examples": examples}, ctx.out_dir / "run.json")

@@ -32,21 +32,13 @@ from pipeline.config import Config
 from pipeline.manifest import Manifest
 from pipeline.stage import StageContext, StageError, StageResult, stage_dir
 from pipeline.store import write_atomic, write_parquet
-from stages.datasets import CLASSES, eval_class_sets
+from stages.datasets import CLASSES, eval_class_sets, paper_table3
 from stages.records import records_table
 
 NAME = "report"
 VERSION = 3  # 2: the evaluated runs are a fingerprint input; mean ± std over seeds; 3: HTML, figures, paper column
 INPUTS = ("evaluate",)
 LABELLED_COLUMNS = (0, 100, 200, 500, 1000, "all")
-_T3 = {"gta5": (100, 200, 500, 1000), "synthia": (100, 200, 500, 1000)}
-PAPER_TABLE3 = {  # (CT, DyCE, VLP, DLG) -> source -> labelled target images -> mIoU, as the paper publishes it
-    (True, False, False, False): {"gta5": (54.5, 58.2, 62.3, 64.6), "synthia": (60.2, 65.3, 71.5, 72.0)},
-    (True, True, False, False): {"gta5": (63.3, 64.5, 65.9, 68.2), "synthia": (68.7, 70.1, 72.2, 74.7)},
-    (True, False, True, False): {"gta5": (65.6, 66.8, 69.1, 69.9), "synthia": (71.9, 73.0, 74.7, 75.9)},
-    (True, False, True, True): {"gta5": (70.3, 71.6, 72.1, 73.9), "synthia": (74.9, 76.8, 77.7, 79.2)},
-    (True, True, True, True): {"gta5": (71.1, 72.5, 72.9, 74.8), "synthia": (76.9, 77.2, 78.6, 79.7)},
-}
 
 
 @dataclass(frozen=True)
@@ -164,11 +156,12 @@ def benchmark_tables(runs: list[dict[str, Any]]) -> list[Table]:
 
 
 def paper_value(components: tuple[bool, ...], source: str, target: str, labelled: Any) -> str:
-    """The paper's Table 3 figure for this cell, or "-" where the paper has none."""
-    published = PAPER_TABLE3.get(components, {}).get(source)
-    if target != "cityscapes" or published is None or labelled not in _T3[source]:
+    """The paper's Table 3 figure for this cell (the source dataset's ``PAPER_TABLE3``), or "-" where it has none."""
+    table = paper_table3(source, target)
+    published = table.get("rows", {}).get(components)
+    if published is None or labelled not in table["labelled"]:
         return "-"
-    return f"{published[_T3[source].index(labelled)]:.1f}"
+    return f"{published[table['labelled'].index(labelled)]:.1f}"
 
 
 def ablation_table(runs: list[dict[str, Any]]) -> Table:

@@ -11,6 +11,8 @@ import numpy as np
 from pipeline.store import atomic_path, write_atomic
 from stages.datasets import CLASSES, colourise, load_label
 
+DEFAULT_LAYOUT = "cityscapes"  # the examples of run records written before they named their dataset
+
 CURVES = (("loss", "total loss"), ("loss_sup", "L_sup (DyCE or CE)"), ("loss_ct", "L_CT"), ("lr", "learning rate"),
           ("ct_pseudo", "share taught by pseudo-labels"), ("ct_pasted_gt", "share taught by pasted ground truth"))
 EXAMPLE_WIDTH = 512  # example images are stored at this width
@@ -100,7 +102,7 @@ def example_cells(example: dict[str, str], out_dir: Path, key: str) -> list[str]
 
     stem = f"{key}_{example['image_id'].replace('/', '__')}"
     return [save_example(read_rgb(example["image"]), out_dir / "examples" / f"{stem}_image.png"),
-            save_example(colourise(load_label(example["label"], "cityscapes")), out_dir / "examples" / f"{stem}_gt.png"),
+            save_example(colourise(load_label(example["label"], example.get("dataset", DEFAULT_LAYOUT))), out_dir / "examples" / f"{stem}_gt.png"),
             save_example(read_rgb(example["prediction"]), out_dir / "examples" / f"{stem}_pred.png")]
 
 
