@@ -23,7 +23,7 @@ from pipeline.config import ClusterConfig, load_config
 from pipeline.manifest import Manifest
 from pipeline.shards import ShardPool, init_ray, map_shards
 from pipeline.stage import StageContext
-from stages.caption import CaptionBatch, decode_batch
+from stages.street.caption import CaptionBatch, decode_batch
 
 
 class DecodeInReplica(CaptionBatch):
@@ -38,7 +38,7 @@ def real_size_rows(root: Path, n_files: int, images: int) -> pa.Table:
     import numpy as np
     from PIL import Image
 
-    from stages import demo_world
+    from stages.street import demo_world
 
     rng = np.random.default_rng(0)
     paths = []
@@ -78,7 +78,7 @@ def cpu_replicas(images: int, replicas: list[int], batch: int, new_tokens: int, 
 def gpu_full_size(batch_sizes: list[int], new_tokens: int) -> None:
     from transformers import Blip2ForConditionalGeneration
 
-    from models.captioner import blip2_opt_2_7b_config
+    from models.street.captioner import blip2_opt_2_7b_config
 
     config = blip2_opt_2_7b_config()
     with torch.device("cuda"):

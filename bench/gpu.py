@@ -40,11 +40,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, from anywhere
 
 from models.losses import CrossEntropyLoss, DyCELoss, build_supervised_loss  # noqa: E402
-from models.preprocess import normalize  # noqa: E402
+from models.street.preprocess import normalize  # noqa: E402
 from models.ema import ema_alpha, ema_update  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from stages import demo_world  # noqa: E402
-from stages.datasets import TRAIN_TO_CITYSCAPES_ID  # noqa: E402
+from stages.street import demo_world  # noqa: E402
+from stages.street.datasets import TRAIN_TO_CITYSCAPES_ID  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"full": {"gta5": (1052, 1914), "cityscapes": (1024, 2048)}, "tiny": {"gta5": (140, 256), "cityscapes": (128, 256)}}
@@ -98,8 +98,8 @@ def text_store(directory: Path, ids: list[str], dim: int):
     import pyarrow as pa
 
     from pipeline.store import write_table
-    from stages.embed_text import embedding_table
-    from stages.language import TextEmbeddingStore
+    from stages.street.embed_text import embedding_table
+    from stages.street.language import TextEmbeddingStore
 
     n = 16  # tokens per caption: a 20-token BLIP-2 caption is ~16 CLIP tokens
     emb = np.random.default_rng(0).standard_normal((len(ids), n, dim)).astype(np.float16)
@@ -110,7 +110,7 @@ def text_store(directory: Path, ids: list[str], dim: int):
 
 
 def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int) -> None:
-    import stages.train.loop as loop
+    import stages.street.train.loop as loop
 
     t = cfg.train
     source = [r for r in rows if r["domain"] == "source"]
@@ -202,7 +202,7 @@ def images_per_s(run, images: int, repeats: int, device: torch.device) -> float:
 def caption_figures(model: str, rows: list[dict], device: torch.device, batches: list[int], repeats: int) -> None:
     import pyarrow as pa
 
-    from stages.caption import CaptionBatch, decode_batch
+    from stages.street.caption import CaptionBatch, decode_batch
 
     paths = [r["image_path"] for r in rows if r["dataset"] == "cityscapes"]
     n = max(len(paths), 4)
@@ -233,7 +233,7 @@ def caption_figures(model: str, rows: list[dict], device: torch.device, batches:
 
 
 def text_figure(model: str, device: torch.device, batch: int, repeats: int) -> None:
-    from models.text import load_text_encoder
+    from models.street.text import load_text_encoder
 
     encoder = load_text_encoder(model, "none", device)
     captions = [f"a city street with {k % 7 + 1} cars parked near tall buildings and a bus under a grey sky"
@@ -249,8 +249,8 @@ def text_figure(model: str, device: torch.device, batch: int, repeats: int) -> N
 
 def evaluate_figure(cfg, rows: list[dict], store, device: torch.device, repeats: int) -> None:
     from models.inference import label_map
-    from models.segmentor import build_segmentor
-    from stages.images import read_rgb, resize_image
+    from models.street.segmentor import build_segmentor
+    from stages.street.images import read_rgb, resize_image
 
     model = build_segmentor(cfg.model, store.dim, 19).to(device).eval()
     frames = [r for r in rows if r["dataset"] == "cityscapes"]

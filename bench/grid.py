@@ -13,7 +13,7 @@ import time
 
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
-from stages.datasets import CLASSES
+from stages.street.datasets import CLASSES
 
 
 def train_in_process() -> None:

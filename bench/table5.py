@@ -18,7 +18,7 @@ from grid import train_in_process
 
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
-from stages.tasks import SYNAPSE
+from stages.synapse import SYNAPSE
 
 ORGANS = [SYNAPSE.names[o] for o in SYNAPSE.subsets["organs"]]
 SMALL = ("gallbladder", "esophagus", "right adrenal gland", "left adrenal gland", "portal & splenic veins")

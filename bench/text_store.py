@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.store import write_table
-from stages.embed_text import embedding_table
+from stages.street.embed_text import embedding_table
 
 
 def write_store(out: Path, captions: int, tokens: int, dim: int, suffix: str, shard_size: int = 1024) -> None:
@@ -52,7 +52,7 @@ def measure(store: str, captions: int, batches: int) -> dict:
     """In a fresh process: open the store as a training worker does, then serve random batches."""
     import torch
 
-    from stages.language import TextEmbeddingStore
+    from stages.street.language import TextEmbeddingStore
 
     torch.set_num_threads(1)
     before, file_before = rss_mb(), rss_mb("RssFile")

@@ -26,21 +26,21 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from models.captioner import load_captioner
+from models.street.captioner import load_captioner
 from models.device import pick_device
 from models.losses import build_supervised_loss
 from models.ema import ema_update
-from models.text import end_positions, load_text_encoder
+from models.street.text import end_positions, load_text_encoder
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from pipeline.store import write_parquet
-from stages import demo_world
-from stages.datasets import TRAIN_TO_CITYSCAPES_ID
-from stages.embed_text import embedding_table
+from stages.street import demo_world
+from stages.street.datasets import TRAIN_TO_CITYSCAPES_ID
+from stages.street.embed_text import embedding_table
 from stages.index import read_split
-from stages.language import TextEmbeddingStore
-from stages.loader import CropSet
-from stages.train.loop import Batch, build_learner, build_streams, next_batch, resolved, train_step, training_set, trim
+from stages.street.language import TextEmbeddingStore
+from stages.street.loader import CropSet
+from stages.street.train.loop import Batch, build_learner, build_streams, next_batch, resolved, train_step, training_set, trim
 
 
 def sync(device: torch.device) -> None:
@@ -161,7 +161,7 @@ def loader_rate(data_rows: list[dict], dataset: str, resize: tuple[int, int], sa
 
 def decode_rates(paths: list[str], samples: int) -> tuple[float, float]:
     """Images/s of PNG decode alone on one core: PIL, OpenCV."""
-    from stages.images import read_rgb
+    from stages.street.images import read_rgb
 
     rates = []
     for decode in (lambda p: np.asarray(Image.open(p).convert("RGB")), read_rgb):
@@ -179,7 +179,7 @@ def previous_loader_rate(rows: list[dict], resize: tuple[int, int], samples: int
 
     import torch.nn.functional as F
 
-    from stages.datasets import load_label
+    from stages.street.datasets import load_label
 
     t0 = time.perf_counter()
     for i in range(samples):
@@ -213,7 +213,7 @@ def caption_decode_rate(paths: list[str], samples: int) -> float:
     """Images/s of the caption stage's CPU part (decode + resize to 224) on one core."""
     import pyarrow as pa
 
-    from stages.caption import decode_batch
+    from stages.street.caption import decode_batch
 
     table = pa.table({"image_id": [str(i) for i in range(samples)],
                       "image_path": [paths[i % len(paths)] for i in range(samples)]})

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.preprocess import normalize
-from models.segmentor import Segmentor
+from models.street.preprocess import normalize
+from models.street.segmentor import Segmentor
 
 
 def sliding_windows(length: int, crop: int, stride: int) -> list[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +15,10 @@ from rich.table import Table
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from pipeline.lock import WorkdirBusy
 from pipeline.progress import console as err_console
-from pipeline.runner import STAGES, check_config, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
+from pipeline.runner import check_config, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
 from pipeline.stage import StageError
+from stages.tasks import LEGACY, all_stage_names, task_of
+from stages.tasks import names as task_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="SemiDAViL: language-guided semi-supervised domain adaptation for semantic segmentation.")
@@ -66,31 +68,9 @@ def print_results(cfg: Config) -> None:
     path = stage_dir(Path(cfg.paths.workdir), "evaluate", fps["evaluate"]) / "metrics.json"
     if not path.exists():
         return
-    metrics = json.loads(path.read_text())
-    if cfg.task == "synapse":
-        print_volume_results(metrics)
-        print_report_path(cfg, fps)
-        return
-    table = Table(title=f"Target val IoU ({metrics['images']} images)")
-    table.add_column("class")
-    table.add_column("IoU %", justify="right")
-    for name, iou in metrics["per_class"].items():
-        table.add_row(name, "-" if math.isnan(iou) else f"{100 * iou:.1f}")
-    out.print(table)
-    for key in ("mIoU19", "mIoU16", "mIoU13"):
-        out.print(f"{key}: {100 * metrics[key]:.2f}")
+    for item in task_of(cfg.task).results(json.loads(path.read_text())):  # the task's tables and figures
+        out.print(item)
     print_report_path(cfg, fps)
-
-
-def print_volume_results(metrics: dict) -> None:
-    """The volumetric task's DSC and ASD per organ on the test cases, and their means."""
-    table = Table(title=f"Test DSC and ASD ({metrics['cases']} cases)")
-    for column in ("organ", "DSC %", "ASD (voxels)"):
-        table.add_column(column, justify="left" if column == "organ" else "right")
-    for name, scores in metrics["per_class"].items():
-        table.add_row(name, f"{100 * scores['dsc']:.1f}", f"{scores['asd']:.2f}")
-    out.print(table)
-    out.print(f"mean DSC: {100 * metrics['mean_dsc']:.2f}  mean ASD: {metrics['mean_asd']:.2f}")
 
 
 def print_report_path(cfg: Config, fps: dict[str, str | None] | None = None) -> None:
@@ -110,8 +90,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = Non
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STAGES)} (task synapse: no caption, "
-                                                     "embed_text).")],
+def stage(name: Annotated[str, typer.Argument(help=f"One of the task's stages: {', '.join(all_stage_names())} "
+                                                     "(task synapse: no caption, embed_text).")],
           config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None, workdir: WorkdirOpt = None,
           strict: Annotated[bool, typer.Option(help="Fail ingest on any broken file.")] = False) -> None:
     """Run one stage; its inputs must be complete."""
@@ -223,10 +203,8 @@ def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.
         raise typer.Exit(2) from None
 
     def cells(cfg: Config) -> list:
-        if cfg.task == "synapse":
-            err_console.print("[red]error:[/] sweep --labelled: the synapse task's labelled cases are a split file "
-                              "(data.split_file; default GenericSSL's 20 %), not a count; run `ablate` per split file "
-                              "and seed (--set data.split_file=... --set train.seed=...)", soft_wrap=True)
+        if (refusal := task_of(cfg.task).SWEEP_LABELLED) is not None:
+            err_console.print(f"[red]error:[/] {refusal}", soft_wrap=True)
             raise typer.Exit(2)
         return sweep_cells(counts, seed_list)
 
@@ -239,11 +217,11 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
     """The paper's Table 3 (CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; all with shuffled captions), or with a
     `task: synapse` config Table 5 (supervised V-Net, UA-MT, DePL, DHC, each with CE and with DyCE); then the
     report."""
-    from pipeline.experiments import ablation_cells, vlp_warning
+    from pipeline.experiments import ablation_cells
 
     def cells(cfg: Config) -> list:
-        if (warning := vlp_warning(cfg)) is not None:
-            err_console.print(f"[yellow]note:[/] {warning}")
+        for note in task_of(cfg.task).notes(cfg):
+            err_console.print(f"[yellow]note:[/] {note}")
         return ablation_cells(cfg)
 
     _grid(config, set_, address, workdir, cells)
@@ -258,11 +236,11 @@ def _checkpoint_file(path: Path) -> Path:
 
     path = path / CHECKPOINT if path.is_dir() else path
     try:
-        task = read_meta(path).get("task", "street")
+        task = read_meta(path).get("task", LEGACY)
     except CheckpointError as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
-    if task != "street":
+    if task not in task_names() or not task_of(task).PREDICTS:
         err_console.print(f"[red]error:[/] {path}: a {task} checkpoint; predict and export serve the street task (the "
                           f"{task} task's predictions are NIfTI files in evaluate/<fingerprint>/predictions/)",
                           soft_wrap=True)
@@ -308,7 +286,7 @@ def verify(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = 
     from pipeline.outputs import verify_workdir
 
     cfg = _config(config, set_, workdir=workdir)
-    bad, intact, unfinished = verify_workdir(Path(cfg.paths.workdir), STAGES)  # every task's stage names
+    bad, intact, unfinished = verify_workdir(Path(cfg.paths.workdir), all_stage_names())  # every task's stages
     for problem in bad:
         out.print(f"[red]damaged[/] {problem}", soft_wrap=True, highlight=False)
     out.print(f"{intact} complete stage output(s) intact, {len(bad)} damaged or missing file(s), "

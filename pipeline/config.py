@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.config import ModelConfig
+from models.street.config import ModelConfig
 from models.volumes import methods
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -36,7 +36,7 @@ def _existing_path(value: Path | None) -> Path | None:
 
 
 class DomainConfig(Section):
-    name: str = "demo"  # a registered dataset (stages.datasets): demo, gta5, synthia (sources), cityscapes (target)
+    name: str = "demo"  # a registered dataset (stages.street.datasets): demo, gta5, synthia (sources), cityscapes (target)
     root: Path | None = None  # None only for a generated dataset (demo: under <workdir>/data/demo)
 
     @model_validator(mode="after")
@@ -234,7 +234,7 @@ class PathsConfig(Section):
 
 
 class Config(Section):
-    task: Literal["street", "synapse"] = "street"  # street: SSDA on street scenes; synapse: 3D CT (Table 5)
+    task: str = "street"  # a registered task (stages.tasks): street (SSDA on street scenes), synapse (3D CT, Table 5)
     data: DataConfig = DataConfig()
     caption: CaptionConfig = CaptionConfig()
     text: TextConfig = TextConfig()

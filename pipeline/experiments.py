@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.volumes import methods
 from pipeline.config import Config, load_config
 from pipeline.progress import console
 from pipeline.runner import run_pipeline
+from stages.tasks import task_of
 
 
 @dataclass(frozen=True)
@@ -48,31 +48,10 @@ def sweep_cells(labelled: list[int | str], seeds: list[int]) -> list[Cell]:
             for n in labelled for s in seeds]
 
 
-def volume_ablation_cells(names: tuple[str, ...] | None = None) -> list[Cell]:
-    """Table 5's rows: each registered method (``models.volumes.methods``) with plain CE and with DyCE in its
-    supervised terms."""
-    return [Cell(f"{m} + {'DyCE' if dyce else 'CE'}", (f"volumes.method={m}", f"loss.dyce={str(dyce).lower()}"))
-            for m in names or methods.names() for dyce in (False, True)]
-
-
 def ablation_cells(cfg: Config) -> list[Cell]:
-    """The task's ablation: Table 5's methods × {CE, DyCE} for the volumetric task, else Table 3.
-
-    Table 3's rows: CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; and the caption-content control: all, with
-    DLG fed another image's caption (``model.dlg_captions=shuffled``), so that the report shows whether what a
-    caption says matters. Without VLP the image tower starts from ImageNet (``model.imagenet_checkpoint``, as
-    the paper) or, without that file, at random."""
-    if cfg.task == "synapse":
-        return volume_ablation_cells()
-    no_vlp = "imagenet" if cfg.model.imagenet_checkpoint is not None else "random"
-    rows = (("CT", False, False, False, "own"), ("CT+DyCE", True, False, False, "own"),
-            ("CT+VLP", False, True, False, "own"), ("CT+VLP+DLG", False, True, True, "own"),
-            ("CT+DyCE+VLP+DLG", True, True, True, "own"),
-            ("CT+DyCE+VLP+DLG, shuffled captions", True, True, True, "shuffled"))
-    return [Cell(name, ("train.consistency=true", f"loss.dyce={str(dyce).lower()}",
-                        f"model.vision_init={'clip' if vlp else no_vlp}", f"model.dlg={str(dlg).lower()}",
-                        f"model.dlg_captions={captions}"))
-            for name, dyce, vlp, dlg, captions in rows]
+    """The task's ablation (``ablation(cfg)`` of its package, ``stages.tasks``): Table 3 for the street task,
+    Table 5's methods × {CE, DyCE} for the synapse task."""
+    return [Cell(name, tuple(overrides)) for name, overrides in task_of(cfg.task).ablation(cfg)]
 
 
 def run_grid(config_path: Path | None, overrides: list[str], cells: list[Cell],
@@ -85,11 +64,3 @@ def run_grid(config_path: Path | None, overrides: list[str], cells: list[Cell],
         run(cfg, skip=("report",))
     run(cfg, only=["report"])
     return cfg
-
-
-def vlp_warning(cfg: Config) -> str | None:
-    """The VLP rows equal the non-VLP rows when the image tower has no pretrained weights to start from."""
-    if cfg.task == "street" and cfg.model.vision_pretrained == "none":
-        return ("model.vision_pretrained is none: the 'VLP' cells start from random weights too, and the report "
-                "marks them without VLP")
-    return None

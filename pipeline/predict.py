@@ -52,9 +52,9 @@ class Predictor:
     """The trained segmentor and the language models that describe a new image to it."""
 
     cfg: Config
-    model: Any  # models.segmentor.Segmentor, eval mode
-    captioner: Any  # models.captioner.Captioner
-    text: Any  # models.text.TextEncoder
+    model: Any  # models.street.segmentor.Segmentor, eval mode
+    captioner: Any  # models.street.captioner.Captioner
+    text: Any  # models.street.text.TextEncoder
     device: Any  # torch.device
     num_classes: int  # the checkpoint's
 
@@ -63,8 +63,8 @@ class Predictor:
         it (float16, start to end token)."""
         import torch
 
-        from stages.images import resize_image
-        from stages.language import caption_length
+        from stages.street.images import resize_image
+        from stages.street.language import caption_length
 
         cap, m = self.cfg.caption, self.cfg.model
         small = [resize_image(im, (cap.image_size, cap.image_size)) for im in images]  # as the caption stage
@@ -83,7 +83,7 @@ class Predictor:
     def segment(self, image: np.ndarray, text: Any, mask: Any) -> np.ndarray:
         """(H, W) uint8 trainIds at the image's own size, as evaluate predicts."""
         from models.inference import label_map
-        from stages.images import resize_image
+        from stages.street.images import resize_image
 
         t = self.cfg.train
         x = resize_image(image, t.target_size) if t.target_size is not None else image  # as training saw it
@@ -92,9 +92,9 @@ class Predictor:
 
 
 def load_predictor(path: Path, which: str | None, overrides: list[str], device: Any = None) -> Predictor:
-    from models.captioner import load_captioner
+    from models.street.captioner import load_captioner
     from models.device import pick_device
-    from models.text import load_text_encoder
+    from models.street.text import load_text_encoder
     from stages.checkpoint import load_model, read_meta
 
     device = device or pick_device()
@@ -132,7 +132,7 @@ def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray,
     from PIL import Image
 
     from pipeline.store import atomic_path
-    from stages.datasets import colourise, label_ids_name, to_label_ids
+    from stages.street.datasets import colourise, label_ids_name, to_label_ids
 
     colours = colourise(pred)
     outputs = [(out_dir / f"{name}_pred.png", colours), (out_dir / f"{name}_overlay.png", overlay(image, colours))]
@@ -147,7 +147,7 @@ def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray,
 
 def read_images(paths: list[Path], result: Predicted) -> list[tuple[Path, np.ndarray]]:
     """The images that decode; the others are recorded in ``result.skipped`` with the reason."""
-    from stages.images import read_rgb
+    from stages.street.images import read_rgb
 
     good = []
     for p in paths:

@@ -22,22 +22,23 @@ from pipeline.manifest import Manifest, StageRun
 from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
-from stages.tasks import TASKS, task_of
-
-STAGES = tuple(TASKS["street"].stages)  # the street task's DAG, inputs first
+from stages.tasks import all_stage_names, task_of
 
 
 def stages_of(cfg: Config) -> tuple[str, ...]:
     """The stages of the config's task, inputs first (the volumetric task has no caption or embed_text)."""
-    return tuple(task_of(cfg.task).stages)
+    try:
+        return tuple(task_of(cfg.task).STAGES)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 @cache
-def stage_module(name: str, task: str = "street") -> StageModule:
-    """The task's module for stage ``name`` (``stages.<name>`` for the street task), imported on first use: a
+def stage_module(name: str, task: str) -> StageModule:
+    """The task's module for stage ``name`` (its ``STAGES``, ``stages.tasks``), imported on first use: a
     stage module is its interface (name, version, inputs, fingerprint slice) and imports nothing heavy; its
     ``run`` loads the rest."""
-    modules = task_of(task).stages
+    modules = task_of(task).STAGES
     if name not in modules:
         raise StageError(f"unknown stage {name!r} for task {task}; stages: {', '.join(modules)}")
     return importlib.import_module(modules[name])
@@ -88,11 +89,11 @@ def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[s
 def check_config(cfg: Config, source: str = "") -> Config:
     """Each stage's own checks of what its plug-ins allow (``check_config``: registered datasets in their roles, a
     method's settings): a ConfigError naming ``source`` (the config file) and the key."""
-    for name in stages_of(cfg):
-        try:
+    try:
+        for name in stages_of(cfg):
             getattr(stage_module(name, cfg.task), "check_config", lambda _: None)(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: {err}" if source else str(err)) from None
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}" if source else str(err)) from None
     return cfg
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.config import ModelConfig
-from models.segmentor import Segmentor, build_segmentor
+from models.street.config import ModelConfig
+from models.street.segmentor import Segmentor, build_segmentor
 from pipeline.store import atomic_path
 
 FORMAT = "semidavil-checkpoint/1"

@@ -33,7 +33,7 @@ INDEX_SCHEMA = pa.schema([
 
 def dataset_roots(data: DataConfig, workdir: Path) -> dict[str, Path]:
     """Absolute root of the source and target datasets (the demo world lives in the work directory)."""
-    from stages.datasets import domain_root
+    from stages.street.datasets import domain_root
 
     return {role: domain_root(dom.name, dom.root, role, workdir)
             for role, dom in (("source", data.source), ("target", data.target))}

@@ -30,7 +30,7 @@ INPUT_DIGESTS = {"ingest": "index"}
 def split_file(cfg: Config) -> Path | None:
     """The labelled list to read: ``data.split_file``, else the task's own (Synapse at 20 %: GenericSSL's
     ``labeled_0.2.txt``), else None (N chosen from the seed)."""
-    return cfg.data.split_file or task_of(cfg.task).default_split_file
+    return cfg.data.split_file or task_of(cfg.task).DEFAULT_SPLIT_FILE
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:

@@ -1,21 +1,31 @@
-"""A task is data (DESIGN §7): its class set, the kind of image it reads, and which stage modules run it.
+"""The registry of tasks (DESIGN §7): the only list of them, one line per task.
 
-Two tasks today: ``street`` (SSDA street scenes, 2D RGB, Cityscapes' 19 classes, the paper's Tables 1-4) and
+Two tasks today: ``street`` (SSDA street scenes, 2D RGB, the paper's Tables 1-4; ``stages/street/``) and
 ``synapse`` (semi-supervised 3D abdominal CT, background + 13 organs, the paper's Table 5, with no language
-stages). The runner, ``plan``, ``status``, the CLI, ``sweep``/``ablate``, ``split`` and the report read the task
-from ``cfg.task`` and are otherwise the same for both.
+stages; ``stages/synapse/``). The runner, ``plan``, ``status``, the CLI, ``sweep``/``ablate``, ``split`` and the
+report read a task through this registry and name none.
+
+A task is a package whose ``__init__`` (light: no torch) defines:
+
+- ``STAGES``: {stage name: module}, inputs first (``stages.split`` and ``stages.report`` serve every task);
+- ``classes(cfg) -> ClassSet``: its class set (names, palette, ignore index, reported subsets);
+- ``ablation(cfg) -> [(name, overrides)]``: the cells of its ablation (``semidavil ablate``);
+- ``write_report(ctx, runs) -> StageResult``: its evaluated runs as its tables; ``REPORT_KEYS(cfg)``: what the report's
+  fingerprint reads of the config;
+- ``results(metrics) -> [renderables]``: what ``run`` prints of an evaluation;
+- optional: ``DEFAULT_SPLIT_FILE`` (the labelled list without ``data.split_file``), ``SWEEP_LABELLED`` (an error
+  message when labelled counts make no sense for it), ``PREDICTS`` (``predict``/``export`` serve its checkpoints),
+  ``notes(cfg) -> [str]`` (warnings before a grid).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stages.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE
-
-SPLITS_DIR = Path(__file__).parent / "splits"  # split lists that ship with the project
+from models.registry import Entry, Registry
 
 
 @dataclass(frozen=True)
@@ -37,45 +47,23 @@ class ClassSet:
         return np.where((labels < n)[..., None], self.palette[np.minimum(labels, n - 1)], 0).astype(np.uint8)
 
 
-CITYSCAPES = ClassSet(CLASSES, PALETTE, IGNORE, dict(CLASS_SETS))
-
-SYNAPSE_ORGANS = ("spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
-                  "inferior vena cava", "portal & splenic veins", "pancreas", "right adrenal gland",
-                  "left adrenal gland")
-SYNAPSE = ClassSet(
-    ("background", *SYNAPSE_ORGANS),
-    np.array([(0, 0, 0), (255, 127, 80), (0, 191, 255), (30, 144, 255), (50, 205, 50), (238, 130, 238),
-              (178, 34, 34), (255, 215, 0), (220, 20, 60), (72, 61, 139), (0, 206, 209), (218, 165, 32),
-              (139, 69, 19), (255, 105, 180)], dtype=np.uint8),
-    255,
-    {"organs": tuple(range(1, 14))},
-    ("bg", "Sp", "RK", "LK", "Ga", "Es", "Li", "St", "Ao", "IVC", "PSV", "PA", "RAG", "LAG"),
-)
+def _no_notes(cfg: Any) -> list[str]:
+    return []
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str
-    image_kind: str  # "rgb2d" or "volume3d"
-    classes: ClassSet
-    stages: dict[str, str]  # stage name -> module, in DAG order (inputs first)
-    default_split_file: Path | None = None  # the labelled list when ``data.split_file`` is not given
+TASKS = Registry("task", "task", {
+    "street": "stages.street",
+    "synapse": "stages.synapse",
+}, {"DEFAULT_SPLIT_FILE": None, "SWEEP_LABELLED": None, "PREDICTS": False, "notes": _no_notes})
+register, names = TASKS.register, TASKS.names
+LEGACY = "street"  # the task of records written before records named theirs (run.json, checkpoints)
 
 
-STREET_STAGES = {name: f"stages.{name}" for name in
-                 ("ingest", "split", "caption", "embed_text", "train", "evaluate", "report")}
-
-TASKS = {
-    "street": Task("street", "rgb2d", CITYSCAPES, STREET_STAGES),
-    "synapse": Task("synapse", "volume3d", SYNAPSE,
-                    {"ingest": "stages.volume_ingest", "split": "stages.split", "train": "stages.volume_train",
-                     "evaluate": "stages.volume_evaluate", "report": "stages.report"},
-                    default_split_file=SPLITS_DIR / "synapse" / "labeled_0.2.txt"),
-}
+def task_of(name: str) -> Entry:
+    """The registered task ``name`` (ValueError naming the ``task`` key for an unknown one)."""
+    return TASKS.get(name)
 
 
-def task_of(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise ValueError(f"task: {name!r} is not one of {', '.join(TASKS)}") from None
+def all_stage_names() -> tuple[str, ...]:
+    """Every stage name of every registered task, in DAG order where they share one."""
+    return tuple(dict.fromkeys(s for t in names() for s in task_of(t).STAGES))

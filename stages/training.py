@@ -1,5 +1,5 @@
-"""What every trainer shares (the SSDA trainer, ``stages/train/loop.py``, and the volumetric one,
-``stages/volume_train/loop.py``): rank and device, checkpoints and resume, the metrics log, the Ray Train fit
+"""What every trainer shares (the SSDA trainer, ``stages/street/train/loop.py``, and the volumetric one,
+``stages/synapse/train/loop.py``): rank and device, checkpoints and resume, the metrics log, the Ray Train fit
 with its failure handling, and the driver's progress bar.
 
 A trainer's per-worker function builds its networks and optimizers, calls ``resume_point`` for the newest

@@ -20,7 +20,7 @@ from pipeline.runner import fingerprints, open_manifest, rejected_files, run_pip
 from pipeline.shards import ShardPool, map_shards
 from pipeline.stage import StageContext, StageError
 from pipeline.store import read_parquet
-from stages.caption import CaptionBatch, decode_batch
+from stages.street.caption import CaptionBatch, decode_batch
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from tests.conftest import small_overrides
 
@@ -185,7 +185,7 @@ def test_full_size_blip2_architecture_for_gpu_benchmarks():
     import torch
     from transformers import Blip2ForConditionalGeneration
 
-    from models.captioner import blip2_opt_2_7b_config
+    from models.street.captioner import blip2_opt_2_7b_config
 
     with torch.device("meta"):
         model = Blip2ForConditionalGeneration(blip2_opt_2_7b_config())

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from models.captioner import TASK_PROMPTS, echo_length, load_captioner, prompt_text
+from models.street.captioner import TASK_PROMPTS, echo_length, load_captioner, prompt_text
 from pipeline.cli import language_lines
 from pipeline.runner import fingerprints, open_manifest, run_pipeline, stage_dir, status_rows
 from pipeline.stage import StageError
 from pipeline.store import read_parquet
-from stages.captions import CaptionStats, read_captions_file
+from stages.street.user_captions import CaptionStats, read_captions_file
 from stages.index import INDEX_FILE
 from tests.conftest import in_process
 

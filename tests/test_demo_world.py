@@ -8,8 +8,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from stages import demo_world
-from stages.datasets import load_label
+from stages.street import demo_world
+from stages.street.datasets import load_label
 
 
 def world(tmp_path, **options):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from models.dlg import DenseLanguageGuidance
+from models.street.dlg import DenseLanguageGuidance
 
 
 def inputs(b=2, c_v=8, c_l=6, n=5, h=3, w=4, dtype=torch.float32, seed=0):
@@ -75,8 +75,8 @@ def test_pixel_text_is_what_each_pixel_gathered_from_the_words():
 
 
 def test_the_decoder_reads_pixel_text_only_when_asked():
-    from models.config import ModelConfig
-    from models.segmentor import build_segmentor
+    from models.street.config import ModelConfig
+    from models.street.segmentor import build_segmentor
 
     f_v = torch.rand(2, 3, 32, 32)
     text, mask = torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool)

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from models.text import load_text_encoder
+from models.street.text import load_text_encoder
 from pipeline.runner import fingerprints, rejected_files, run_pipeline, stage_dir
 from pipeline.store import read_parquet, write_parquet
-from stages.embed_text import EmbedBatch
-from stages.language import TextEmbeddingStore, load_text_embeddings
+from stages.street.embed_text import EmbedBatch
+from stages.street.language import TextEmbeddingStore, load_text_embeddings
 
 CAPTIONS = ["a car on the road", "", "people walking near a red bus and two bicycles",
             " ".join(["street"] * 100)]  # the last is longer than CLIP's 77-token context

@@ -5,10 +5,10 @@ import pytest
 import torch
 from open_clip.model import CLIPVisionCfg
 
-from models.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
+from models.street.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
 from models.losses import DyCELoss
 from models.ema import ema_update, make_teacher
-from models.segmentor import build_segmentor
+from models.street.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 
 

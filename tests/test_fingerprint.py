@@ -75,7 +75,7 @@ def test_execution_keys_change_nothing(world):
 def test_a_key_at_its_inert_value_stays_out_of_the_training_fingerprint():
     """A key added later, at the value that trains as before it existed, leaves earlier runs' fingerprints
     alone; at any other value it is fingerprinted (the parametrised test above)."""
-    from stages.train import INERT, fingerprint_config
+    from stages.street.train import INERT, fingerprint_config
 
     assert INERT and not set(INERT) & set(fingerprint_config(load_config(None, ["train.feature_perturbation=0"]))["train"])
     assert fingerprint_config(load_config(None, ["train.feature_perturbation=0.5"]))["train"]["feature_perturbation"] == 0.5

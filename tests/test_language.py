@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-import stages.train.loop as train
-from models.text import load_text_encoder
+import stages.street.train.loop as train
+from models.street.text import load_text_encoder
 from pipeline.config import load_config
 from pipeline.store import write_parquet
-from stages.embed_text import embedding_table
-from stages.language import TextEmbeddingStore, derangement, served_captions
-from stages.loader import Streams
+from stages.street.embed_text import embedding_table
+from stages.street.language import TextEmbeddingStore, derangement, served_captions
+from stages.street.loader import Streams
 
 IDS = [f"img{k}" for k in range(6)]
 DIM = 4

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from models.inference import predict, sliding_windows
-from stages.datasets import CLASS_SETS, IGNORE
-from stages.metrics import confusion, iou_per_class, miou
+from stages.street.datasets import CLASS_SETS, IGNORE
+from stages.street.metrics import confusion, iou_per_class, miou
 
 
 def test_confusion_counts_rows_truth_columns_prediction_and_skips_ignored():
@@ -72,7 +72,7 @@ def test_predictions_map_back_to_cityscapes_label_ids():
     labelId, and an image's name gives its labelId file's (cityscapesscripts matches <city>_<seq>_<frame>)."""
     import numpy as np
 
-    from stages.datasets import CITYSCAPES_LUT, label_ids_name, to_label_ids
+    from stages.street.datasets import CITYSCAPES_LUT, label_ids_name, to_label_ids
 
     label_ids = np.arange(-1, 34).clip(0).astype(np.uint8).reshape(5, 7)  # 0..33 (and license plate -1 as 0)
     train_ids = CITYSCAPES_LUT[label_ids]  # as the loader reads a gtFine labelIds PNG

@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-import stages.train.loop as train
+import stages.street.train.loop as train
 from models.losses import consistency_loss, passed_per_class, pseudo_labels
-from models.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
+from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
 from models.ema import ema_alpha
-from models.segmentor import build_segmentor, decoder_levels
+from models.street.segmentor import build_segmentor, decoder_levels
 from pipeline.config import ModelConfig, load_config
 
 JITTER = "train.colour_jitter=0.5"  # a step is given a settled value (a training run settles auto from its set)
@@ -254,7 +254,7 @@ class Recorder(torch.nn.Module):
 def test_feature_perturbation_teaches_the_weak_views_in_the_same_pass(p):
     """train.feature_perturbation (UniMatch): the unmixed weak views join the student's one pass with their
     features dropped out, taught the teacher's labels; L_CT is the mean of both views' losses."""
-    from models.preprocess import normalize
+    from models.street.preprocess import normalize
 
     torch.manual_seed(0)
     model = build_segmentor(ModelConfig(dlg_dim=8, decoder_channels=8), text_dim=16, num_classes=19)

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from models.tiny import TINY_EMBED_DIM
+from models.street.tiny import TINY_EMBED_DIM
 from pipeline.cli import app
 from pipeline.config import load_config
-from stages import demo_world
+from stages.street import demo_world
 from stages.checkpoint import save_checkpoint
-from stages.train.loop import build_learner, checkpoint_meta
+from stages.street.train.loop import build_learner, checkpoint_meta
 from tests.conftest import small_overrides
 
 

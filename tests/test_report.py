@@ -16,7 +16,7 @@ from pipeline.manifest import Manifest
 from pipeline.runner import stage_payload
 from pipeline.stage import StageContext, fingerprint, stage_dir
 from stages import report
-from stages.datasets import CLASSES
+from stages.street.datasets import CLASSES
 
 
 def fake_run(workdir, manifest, fp, **run):

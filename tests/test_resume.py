@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import stages.embed_text
+import stages.street.embed_text
 from pipeline.runner import run_pipeline, status_rows
 
 
@@ -20,7 +20,7 @@ def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypa
     def stopped(ctx):
         raise KeyboardInterrupt  # the user stops the run as embed_text begins
 
-    monkeypatch.setattr(stages.embed_text, "run", stopped)
+    monkeypatch.setattr(stages.street.embed_text, "run", stopped)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg)
     monkeypatch.undo()

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.captioner import load_captioner
-from models.clip import build_clip
-from models.config import ModelConfig
-from models.encoder import build_vision_encoder
-from models.text import load_text_encoder
+from models.street.captioner import load_captioner
+from models.street.clip import build_clip
+from models.street.config import ModelConfig
+from models.street.encoder import build_vision_encoder
+from models.street.text import load_text_encoder
 
 
 def save_blip2(directory: Path) -> Path:
@@ -57,7 +57,7 @@ def test_a_blip2_directory_saved_with_save_pretrained_captions_as_the_original(t
     original = load_captioner("tiny", "float32", torch.device("cpu"), seed=7)
     loaded = load_captioner(str(save_blip2(tmp_path / "blip2")), "float32", torch.device("cpu"))
     assert loaded.generation == {}  # a saved model generates with its own settings
-    loaded.generation = original.generation  # the tiny model's are the captioner's (models.tiny.TINY_GENERATION)
+    loaded.generation = original.generation  # the tiny model's are the captioner's (models.street.tiny.TINY_GENERATION)
     assert loaded(IMAGES, None, 6) == original(IMAGES, None, 6)
 
 

@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from models.encoder import build_vision_encoder
+from models.street.encoder import build_vision_encoder
 from models.ema import ema_update, make_teacher
-from models.segmentor import build_segmentor
+from models.street.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 
 

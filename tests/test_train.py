@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import stages.train
-import stages.train.loop as train
+import stages.street.train
+import stages.street.train.loop as train
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from stages.checkpoint import CheckpointError, load_checkpoint
@@ -29,7 +29,7 @@ def inputs(tmp_path_factory, ray_local):
                                             "train.checkpoint_every=2", "train.log_every=1"))
     run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
     fps = fingerprints(cfg)
-    return cfg, {name: stage_dir(cfg.paths.workdir, name, fps[name]) for name in stages.train.INPUTS}
+    return cfg, {name: stage_dir(cfg.paths.workdir, name, fps[name]) for name in stages.street.train.INPUTS}
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_resume_after_sigkill_continues_from_the_last_checkpoint(loop_config, tm
     config = {**loop_config, "cfg": {**cfg, "train": {**cfg["train"], "iterations": 40},
                                      "loss": {**cfg["loss"], "confidence_threshold": 0.0}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    code = ("import json, sys, stages.train.loop as t; t.train_func(json.load(open(sys.argv[1])))")
+    code = ("import json, sys, stages.street.train.loop as t; t.train_func(json.load(open(sys.argv[1])))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "config.json")], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -137,7 +137,7 @@ def test_ray_train_replaces_a_killed_worker_and_goes_on_from_the_checkpoint(loop
         import os
         import signal
 
-        import stages.train.loop as t
+        import stages.street.train.loop as t
 
         real, calls = t.train_step, {"n": 0}
 
@@ -168,7 +168,7 @@ def ddp_probe(config):  # pickled by value into each Ray Train worker
 
     import ray.train
 
-    import stages.train.loop as t
+    import stages.street.train.loop as t
     import stages.training as shared
 
     rank = ray.train.get_context().get_world_rank()

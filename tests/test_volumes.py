@@ -20,8 +20,8 @@ from models.volumes.methods.urpc import consistency as urpc_consistency
 from models.volumes.parts import Batch3D, StepContext, SupervisedCE, dice_loss
 from models.volumes.unet3d import UNet3DDS
 from models.volumes.vnet import VNet
-from stages.volume_metrics import MISSING_ASD, asd, dice, organ_scores, summarise
-from stages.volumes import Case, check_case, halve, preprocess, read_array, window, write_nifti
+from stages.synapse.metrics import MISSING_ASD, asd, dice, organ_scores, summarise
+from stages.synapse.cases import Case, check_case, halve, preprocess, read_array, window, write_nifti
 
 
 # reader -------------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_demo_adrenal_glands_and_kidneys_are_outlined_by_retroperitoneal_fat():
     only placed; the organs elsewhere keep soft tissue around them."""
     from scipy import ndimage
 
-    from stages.volume_demo import make_case
+    from stages.synapse.demo import make_case
 
     image, label = make_case((32, 96, 96), np.random.default_rng([0, 9]), noise=0.0)
     for organ in (2, 3, 12, 13):
@@ -441,7 +441,7 @@ def test_a_resumed_volume_training_continues_where_it_stopped(tmp_path, monkeypa
     from pipeline.config import load_config
     from pipeline.runner import run_pipeline
     from stages.checkpoint import load_checkpoint
-    from stages.volume_train import loop
+    from stages.synapse.train import loop
 
     cfg = load_config("configs/synapse_demo.yaml", [f"paths.workdir={tmp_path}", *TINY])
     run_pipeline(cfg, ["ingest", "split"])

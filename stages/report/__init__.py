@@ -1,74 +1,29 @@
-"""Stage 6, report: the evaluated runs of a work directory as the paper's tables (DESIGN §1).
+"""Stage 6, report (every task's): the evaluated runs of a work directory as the task's tables (DESIGN §1).
 
 Reads the output of every complete evaluate stage run of the work directory (``metrics.json`` and
-``run.json``), so runs with other settings (labelled counts, DyCE on/off, DLG, VLP) line up as in the
-paper. The list of those runs is an input of the report's fingerprint: a newly evaluated run makes a new
-report. Runs that differ only in their seeds share a cell, shown as mean ± std.
-
-- Tables 1/2: mIoU per method (rows) and number of labelled target images (columns), per benchmark;
-- Table 3: the ablation of CT, DyCE, VLP and DLG;
-- Table 4: per-class IoU of each run;
-- training curves (every loss term, learning rate, pseudo-labelled share), a per-class IoU bar chart,
-  confusion matrices and example rows image | ground truth | prediction (| the same without DyCE).
-
-Writes ``index.html`` (jinja2, self-contained with its figures and ``examples/``; ``html.py``),
-``report.md`` (the same tables), ``runs.parquet`` and the figures. Table 3 has the paper's published
-figures in a column of their own, marked as the paper's.
+``run.json``) of the config's task and hands them to the task's ``write_report`` (``stages.tasks``): the street
+task's Tables 1-4 (``stages/street/report/``), the synapse task's Table 5 (``stages/synapse/report.py``). The
+list of those runs is an input of the report's fingerprint: a newly evaluated run makes a new report.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pyarrow as pa
 
 from pipeline.config import Config
 from pipeline.manifest import Manifest
 from pipeline.stage import StageContext, StageError, StageResult, stage_dir
-from pipeline.store import write_atomic, write_parquet
-from stages.datasets import CLASSES, eval_class_sets, paper_table3
-from stages.records import records_table
+from stages.tasks import LEGACY, task_of
 
 NAME = "report"
 VERSION = 3  # 2: the evaluated runs are a fingerprint input; mean ± std over seeds; 3: HTML, figures, paper column
 INPUTS = ("evaluate",)
-LABELLED_COLUMNS = (0, 100, 200, 500, 1000, "all")
-
-
-@dataclass(frozen=True)
-class Table:
-    id: str
-    title: str
-    header: list[str]
-    rows: list[list[str]]
-    note: str = ""
-
-    def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        body = "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in self.rows)])
-        return f"## {self.title}\n\n" + (f"{self.note}\n\n" if self.note else "") + body
-
-
-def run_fields(classes: tuple[str, ...]) -> dict[str, pa.DataType]:
-    """The street task's run record (``runs.parquet``): what evaluate and train's setup write, each key typed, so
-    that runs of any settings tabulate together (a run without consistency training has no colour jitter)."""
-    text, flag, whole, real = pa.string(), pa.bool_(), pa.int64(), pa.float64()
-    return {"source": text, "target": text, "labelled_target": text, "split_file": text, "seed": pa.list_(whole),
-            "ct": flag, "mixing": text, "colour_jitter": real, "pasted_gt": text, "dyce": flag, "dlg": flag,
-            "dlg_captions": text, "vlp": flag, "vision_init": text, "vision_model": text, "iterations": whole,
-            "labelled_target_images": whole, "unlabelled_images": whole, "source_images": whole,
-            "mIoU19": real, "mIoU16": real, "mIoU13": real, "images": whole, "evaluate_fingerprint": text,
-            "train_dir": text, "evaluate_dir": text, **{f"iou_{c}": real for c in classes}}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {} if cfg.task == "street" else {"task": cfg.task}  # the street task's reports keep their fingerprint
+    return task_of(cfg.task).REPORT_KEYS(cfg)
 
 
 def evaluated(manifest: Manifest | None, workdir: Path) -> list[str]:
@@ -92,189 +47,10 @@ def collect_runs(workdir: Path, fingerprints: list[str]) -> list[dict[str, Any]]
     return runs
 
 
-def pct(value: float | None) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
-
-
-def mean_std(values: list[float]) -> str:
-    """One value as ``71.1``; several (seeds) as ``71.1 ± 0.4`` (sample std); NaNs left out."""
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    if len(finite) < 2:
-        return pct(finite[0] if finite else None)
-    return f"{pct(statistics.mean(finite))} ± {100 * statistics.stdev(finite):.1f}"
-
-
-def check(flag: bool) -> str:
-    return "✓" if flag else "-"
-
-
-def headline(run: dict[str, Any]) -> tuple[str, str]:
-    """The class set a run is judged on: mIoU16 for SYNTHIA, mIoU19 otherwise."""
-    key = f"mIoU{eval_class_sets(run['source'])[0]}"
-    return key, pct(run[key])
-
-
-COMPONENTS = (("CT", "ct"), ("DyCE", "dyce"), ("VLP", "vlp"), ("DLG", "dlg"))
-
-
-def captions_of(run: dict[str, Any]) -> str:
-    """Whose captions DLG read: own, shuffled or empty ("-" without DLG; runs from before the key: own)."""
-    return run.get("dlg_captions", "own") if run["dlg"] else "-"
-
-
-def method_name(run: dict[str, Any]) -> str:
-    """``SemiDAViL`` with all four components; otherwise the ones used, e.g. ``CT+DyCE (random init)``; DLG fed
-    other images' captions or none says so: ``SemiDAViL, shuffled captions``."""
-    used = [name for name, key in COMPONENTS if run[key]]
-    name = "SemiDAViL" if len(used) == len(COMPONENTS) else "+".join(used) or "supervised"
-    name = name if run["vlp"] else f"{name} ({run['vision_init']} init)"
-    return name if captions_of(run) in ("own", "-") else f"{name}, {captions_of(run)} captions"
-
-
-def run_name(run: dict[str, Any]) -> str:
-    return f"{method_name(run)}, N={run['labelled_target']}, seed {run['seed'][-1]}"
-
-
-def benchmark_tables(runs: list[dict[str, Any]]) -> list[Table]:
-    """Tables 1/2: one per source → target, methods × labelled target images."""
-    out = []
-    for bench in sorted({(r["source"], r["target"]) for r in runs}):
-        group = [r for r in runs if (r["source"], r["target"]) == bench]
-        key = headline(group[0])[0]
-        cols = [c for c in LABELLED_COLUMNS if any(r["labelled_target"] == c for r in group)]
-        cols += sorted({r["labelled_target"] for r in group} - set(cols), key=str)
-        rows = []
-        for method in sorted({method_name(r) for r in group}):
-            cells = []
-            for col in cols:
-                match = [r for r in group if method_name(r) == method and r["labelled_target"] == col]
-                cells.append(mean_std([r[key] for r in match]) if match else "")
-            rows.append([method, *cells])
-        out.append(Table(f"table-{bench[0]}-{bench[1]}", f"{bench[0]} → {bench[1]}: {key} by labelled target "
-                         "images (paper Tables 1-2)", ["method", *map(str, cols)], rows))
-    return out
-
-
-def paper_value(components: tuple[bool, ...], source: str, target: str, labelled: Any) -> str:
-    """The paper's Table 3 figure for this cell (the source dataset's ``PAPER_TABLE3``), or "-" where it has none."""
-    table = paper_table3(source, target)
-    published = table.get("rows", {}).get(components)
-    if published is None or labelled not in table["labelled"]:
-        return "-"
-    return f"{published[table['labelled'].index(labelled)]:.1f}"
-
-
-def ablation_table(runs: list[dict[str, Any]]) -> Table:
-    """Table 3: CT, DyCE, VLP, DLG against mIoU; runs that differ only in seed share a row."""
-    cells: dict[tuple, list[float]] = {}
-    for r in runs:
-        row = (r["ct"], r["dyce"], r["vlp"], r["dlg"], captions_of(r), r["source"], r["target"], r["labelled_target"],
-               headline(r)[0])
-        cells.setdefault(row, []).append(r[row[-1]])
-    rows = [[*map(check, row[:4]), row[4], f"{row[5]}→{row[6]}", str(row[7]), row[8], mean_std(values),
-             str(len(values)), paper_value(row[:4], row[5], row[6], row[7]) if row[4] in ("own", "-") else "-"]
-            for row, values in sorted(cells.items(), key=lambda kv: [str(k) for k in kv[0]])]
-    return Table("table-3", "Components (paper Table 3)",
-                 ["CT", "DyCE", "VLP", "DLG", "DLG captions", "benchmark", "labelled", "class set", "mIoU", "runs",
-                  "paper (published)"],
-                 rows, "The last column is the paper's published mIoU for the same components, benchmark and "
-                 "labelled count (GTA5/SYNTHIA → Cityscapes only), not a measurement of ours. 'DLG captions': "
-                 "each image's own caption, another image's (shuffled) or none (empty): where own beats shuffled, "
-                 "what a caption says changes the segmentation.")
-
-
-def class_table(runs: list[dict[str, Any]]) -> Table:
-    """Table 4: per-class IoU of each run, with the strong views its consistency training actually ran."""
-    rows = [[run_name(r), r.get("mixing", "-"), *(pct(r["per_class"][c]) for c in CLASSES), headline(r)[1]]
-            for r in runs]
-    return Table("table-4", "Per-class IoU (paper Table 4)", ["run", "CT's strong views", *CLASSES, "mIoU"], rows,
-                 "'CT's strong views': which mixing ran (train/<fp>/setup.json); the shares of strong-view pixels "
-                 "taught by pasted ground truth and by pseudo-labels are in the training curves.")
-
-
-def figures(runs: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
-    from stages.report.html import confusion_figure, curves_figure, per_class_figure
-    from stages.trained import read_metrics
-
-    names = [run_name(r) for r in runs]
-    confusions = []
-    for k, (r, name) in enumerate(zip(runs, names, strict=True)):
-        path = Path(r["evaluate_dir"]) / "confusion.npy"
-        if path.exists():
-            confusions.append({"name": name, "path": confusion_figure(np.load(path), name,
-                                                                      out_dir / f"confusion_{k}.png")})
-    return {"curves": curves_figure([(n, read_metrics(Path(r["train_dir"]))) for r, n in zip(runs, names, strict=True)],
-                                    out_dir / "curves.png"),
-            "per_class": per_class_figure([(n, r["per_class"]) for r, n in zip(runs, names, strict=True)],
-                                          out_dir / "per_class.png"),
-            "confusion": confusions}
-
-
-def without_dyce(run: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run that is this one but for DyCE (the paper's Figure 4 pairing), if there is one."""
-    same = ("ct", "vlp", "dlg", "source", "target", "labelled_target", "vision_init")
-    if not run["dyce"]:
-        return None
-    return next((r for r in runs if not r["dyce"] and all(r[k] == run[k] for k in same)
-                 and captions_of(r) == captions_of(run)), None)
-
-
-def example_groups(runs: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
-    """Per run with saved predictions: rows image | ground truth | prediction (| prediction without DyCE), each
-    with the caption DLG read for the image."""
-    from stages.report.html import example_cells
-
-    groups = []
-    for k, r in enumerate(runs):
-        partner = without_dyce(r, runs)
-        theirs = {e["image_id"]: e for e in partner.get("examples", [])} if partner else {}
-        rows = []
-        for e in r.get("examples", []):
-            cells = example_cells(e, out_dir, f"run{k}")
-            if partner:
-                other = theirs.get(e["image_id"])
-                cells.append(example_cells(other, out_dir, f"run{runs.index(partner)}")[2] if other else "")
-            rows.append({"cells": cells, "caption": caption_text(e, r)})
-        if rows:
-            header = ["image", "ground truth", "prediction"] + (["prediction without DyCE"] if partner else [])
-            groups.append({"name": run_name(r), "header": header, "rows": rows})
-    return groups
-
-
-def caption_text(example: dict[str, Any], run: dict[str, Any]) -> str:
-    """What the report prints under an example: the caption DLG read, quoted, or why there is none."""
-    if not run["dlg"]:
-        return "(no DLG: no caption read)"
-    caption = example.get("caption")
-    if caption is None:
-        return "(caption not recorded)"
-    return f"“{caption}”" if caption else "(empty caption)"
-
-
 def run(ctx: StageContext) -> StageResult:
-    from stages.report.html import render
-
+    """The task's report (``write_report(ctx, runs)`` of its package) over its evaluated runs in the work directory."""
     runs = [r for r in collect_runs(ctx.workdir, evaluated(ctx.manifest, ctx.workdir))
-            if r.get("task", "street") == ctx.cfg.task]  # a work directory may hold both tasks' runs
+            if r.get("task", LEGACY) == ctx.cfg.task]  # a work directory may hold several tasks' runs
     if not runs:
         raise StageError(f"{ctx.workdir}: no evaluated run of task {ctx.cfg.task} to report")
-    if ctx.cfg.task == "synapse":
-        from stages.report.volumes import report_volumes
-
-        return report_volumes(ctx, runs)
-    tables = [*benchmark_tables(runs), ablation_table(runs), class_table(runs)]
-    figs = figures(runs, ctx.out_dir)
-    text = "\n\n".join([
-        f"# SemiDAViL report: {ctx.workdir}",
-        f"{len(runs)} evaluated run(s) in this work directory. mIoU in %, on the target val split. "
-        "`index.html` beside this file has the same tables with figures and examples.",
-        *(t.markdown() for t in tables),
-        "## Training curves", f"![training curves]({figs['curves']})",
-    ]) + "\n"
-    write_atomic(ctx.out_dir / "report.md", lambda tmp: tmp.write_text(text))
-    render({"workdir": str(ctx.workdir), "runs": runs, "tables": tables, "figures": figs,
-            "examples": example_groups(runs, ctx.out_dir)}, ctx.out_dir / "index.html")
-    flat = [{k: v for k, v in r.items() if k not in ("per_class", "examples")}
-            | {f"iou_{c}": r["per_class"][c] for c in CLASSES} for r in runs]
-    write_parquet(records_table(flat, run_fields(CLASSES)), ctx.out_dir / "runs.parquet")
-    return StageResult(len(runs), {"report": str(ctx.out_dir / "index.html")})
+    return task_of(ctx.cfg.task).write_report(ctx, runs)

@@ -1,0 +1,140 @@
+"""The volumetric evaluation's work: sliding-window inference, the metrics, the saved predictions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.stage import StageContext, StageError, StageResult
+from pipeline.store import write_json, write_parquet
+from stages.synapse import SYNAPSE
+from stages.trained import CHECKPOINT, read_setup
+from stages.synapse.metrics import case_scores, summarise
+
+ORGANS = SYNAPSE.subsets["organs"]
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """DHC's windows along one axis: ceil((size − patch) / stride) + 1 starts, the last flush with the end."""
+    n = math.ceil((size - patch) / stride) + 1
+    return sorted({min(stride * k, size - patch) for k in range(n)})
+
+
+@torch.no_grad()
+def sliding_window(predict, image: np.ndarray, patch: tuple[int, int, int], stride: tuple[int, int],
+                   num_classes: int, device: torch.device) -> np.ndarray:
+    """(D, H, W) image -> (D, H, W) labels: the softmax of every window summed, divided by the windows that saw
+    each voxel, then argmax. Strides: ``stride`` = (in-plane, depth). A side smaller than the patch is padded."""
+    shape = image.shape
+    pad = [max(p - s, 0) for p, s in zip(patch, shape, strict=True)]
+    x = np.pad(image, [(0, p) for p in pad]) if any(pad) else image
+    d, h, w = x.shape
+    scores = torch.zeros((num_classes, d, h, w), dtype=torch.float32)
+    counts = torch.zeros((d, h, w), dtype=torch.float32)
+    vol = torch.from_numpy(np.ascontiguousarray(x)).float()
+    for z in window_starts(d, patch[0], stride[1]):
+        for y in window_starts(h, patch[1], stride[0]):
+            for xs in window_starts(w, patch[2], stride[0]):
+                crop = vol[z:z + patch[0], y:y + patch[1], xs:xs + patch[2]][None, None].to(device)
+                prob = predict(crop).float().softmax(1)[0].cpu()
+                scores[:, z:z + patch[0], y:y + patch[1], xs:xs + patch[2]] += prob
+                counts[z:z + patch[0], y:y + patch[1], xs:xs + patch[2]] += 1
+    labels = (scores / counts).argmax(0).numpy().astype(np.uint8)
+    return labels[:shape[0], :shape[1], :shape[2]]
+
+
+def load_method(checkpoint: Path, device: torch.device):
+    from models.volumes.methods import spec
+    from stages.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, device)
+    v = ckpt.meta["config"]["volumes"]
+    method = spec(v["method"]).build(ckpt.meta["num_classes"], v)
+    for name, net in {**method.networks, **method.frozen}.items():
+        net.load_state_dict(ckpt.networks[name])
+        net.to(device).eval()
+    return method
+
+
+def best_slice(label: np.ndarray) -> int:
+    """The axial slice with the most organ voxels (the report shows it)."""
+    return int(np.argmax((label > 0).reshape(label.shape[0], -1).sum(1)))
+
+
+def evaluate_cases(checkpoint: str, ingest_dir: str, case_ids: list[str], patch: tuple[int, int, int],
+                   stride: tuple[int, int], out_dir: str, save_slices: int, use_gpu: bool) -> dict[str, Any]:
+    """In a Ray task: every case predicted, scored, its prediction written; the scores and example slices."""
+    from stages.synapse.cases import load_case, write_nifti
+
+    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    method = load_method(Path(checkpoint), device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    per_case, examples = {}, []
+    for k, case in enumerate(case_ids):
+        image, label = (np.asarray(a) for a in load_case(Path(ingest_dir), case))
+        with autocast:
+            pred = sliding_window(method.predict, image, patch, stride, len(SYNAPSE), device)
+        per_case[case] = case_scores(pred, label, ORGANS)
+        write_nifti(Path(out_dir) / "predictions" / f"{case}.nii.gz", pred)
+        if k < save_slices:
+            z = best_slice(label)
+            examples.append({"case": case, "slice": z, "image": image[z].tolist(), "label": label[z].tolist(),
+                             "prediction": pred[z].tolist()})
+    return {"per_case": {c: {str(o): s for o, s in v.items()} for c, v in per_case.items()}, "examples": examples}
+
+
+def save_examples(examples: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """Each example slice as three PNGs (image | ground truth | prediction) under ``slices/``."""
+    from PIL import Image
+
+    from pipeline.store import atomic_path
+
+    saved = []
+    for e in examples:
+        files = {}
+        for key in ("image", "label", "prediction"):
+            a = np.array(e[key])
+            rgb = np.repeat((255 * a).clip(0, 255).astype(np.uint8)[..., None], 3, -1) if key == "image" \
+                else SYNAPSE.colourise(a.astype(np.int64))
+            path = out_dir / "slices" / f"{e['case']}_{key}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Image.fromarray(rgb).save(tmp, format="PNG")
+            files[key] = str(path)
+        saved.append({"case": e["case"], "slice": e["slice"], **files})
+    return saved
+
+
+def evaluate(ctx: StageContext) -> StageResult:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from pipeline.shards import init_ray
+
+    v, train_dir = ctx.cfg.volumes, ctx.inputs["train"]
+    rows = pq.read_table(ctx.inputs["ingest"] / "index.parquet", columns=["image_id", "split"]).to_pylist()
+    cases = sorted(r["image_id"] for r in rows if r["split"] == "test")
+    if not cases:
+        raise StageError(f"{ctx.inputs['ingest'] / 'index.parquet'}: no test case to evaluate")
+    init_ray(ctx.cfg.cluster, ctx.workdir / "logs")
+    task = ray.remote(evaluate_cases).options(num_gpus=ctx.cfg.eval.num_gpus, num_cpus=ctx.cfg.eval.num_cpus)
+    result = ray.get(task.remote(str(train_dir / CHECKPOINT), str(ctx.inputs["ingest"]), cases, tuple(v.patch),
+                                 tuple(v.stride), str(ctx.out_dir), v.save_slices, ctx.cfg.eval.num_gpus > 0))
+    per_case = {c: {int(o): tuple(s) for o, s in scores.items()} for c, scores in result["per_case"].items()}
+    per_organ, mean_dsc, mean_asd = summarise(per_case, ORGANS)
+    names = SYNAPSE.names
+    metrics = {"task": "synapse", "cases": len(cases), "mean_dsc": mean_dsc, "mean_asd": mean_asd,
+               "per_class": {names[o]: {"dsc": d, "asd": a} for o, (d, a) in per_organ.items()}}
+    write_json(metrics, ctx.out_dir / "metrics.json")
+    write_parquet(pa.Table.from_pylist([{"case": c, "organ": names[o], "dsc": s[0], "asd": s[1]}
+                                        for c, scores in per_case.items() for o, s in scores.items()]),
+                  ctx.out_dir / "per_case.parquet")
+    setup = read_setup(train_dir)
+    write_json({**setup, "train_dir": str(train_dir), "examples": save_examples(result["examples"], ctx.out_dir)},
+               ctx.out_dir / "run.json")
+    return StageResult(len(cases), {"mean_dsc": mean_dsc, "mean_asd": mean_asd})

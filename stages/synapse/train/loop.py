@@ -1,0 +1,256 @@
+"""The volumetric trainer's work: ``train_func(config)`` per worker, as DHC trains (xmed-lab/DHC).
+
+Each step draws ``train.batch_size`` labelled and as many unlabelled training cases, a random
+``volumes.patch`` (64×128×128) of each with random flips in-plane, and steps the method
+(``models.volumes.methods``) with SGD (momentum 0.9, Nesterov, weight decay ``train.weight_decay``, DHC 3e-5), a
+polynomial learning rate (per step, where DHC decays per epoch), a sigmoid ramp-up of the unsupervised weight,
+and bf16 autocast on GPU. The draws of step t depend on (seed, rank, t) alone, so a resumed run draws what an
+uninterrupted one would have. Checkpoints hold every network, optimizer and the method's running state (DHC's
+class weights, DePL's class prior).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.losses import DyCELoss
+from models.registry import Entry
+from models.volumes.methods import spec
+from models.volumes.parts import Batch3D, Method, StepContext, SupervisedCE, sigmoid_rampup
+from pipeline.config import Config
+from pipeline.stage import StageContext, StageError, StageResult
+from pipeline.store import write_json
+from stages import training
+from stages.index import INDEX_FILE, read_split
+from stages.synapse import SYNAPSE
+from stages.trained import SETUP
+from stages.training import distribute, latest_checkpoint, log_step, poly_lr, seed_step_rngs, worker_device
+from stages.synapse.cases import load_case
+
+NUM_CLASSES = len(SYNAPSE)
+
+
+# data ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Volumes:
+    """The training cases' preprocessed arrays (memory-mapped): labelled (image, label) and unlabelled images."""
+
+    labelled: list[tuple[np.ndarray, np.ndarray]]
+    unlabelled: list[np.ndarray]
+    ids: tuple[list[str], list[str]]
+
+
+def training_volumes(ingest_dir: Path, labelled: set[str], need_unlabelled: bool) -> Volumes:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(Path(ingest_dir) / INDEX_FILE, columns=["image_id", "split"]).to_pylist()
+    train = sorted(r["image_id"] for r in rows if r["split"] == "train")
+    lab, unl = [c for c in train if c in labelled], [c for c in train if c not in labelled]
+    if not lab:
+        raise StageError(f"{ingest_dir / INDEX_FILE}: none of the labelled cases {sorted(labelled)} is a train case")
+    if need_unlabelled and not unl:
+        raise StageError(f"{ingest_dir / INDEX_FILE}: every train case is labelled; a semi-supervised method needs "
+                         "unlabelled ones")
+    return Volumes([load_case(ingest_dir, c) for c in lab], [load_case(ingest_dir, c)[0] for c in unl], (lab, unl))
+
+
+def random_patch(arrays: tuple[np.ndarray, ...], patch: tuple[int, int, int], rng: np.random.Generator
+                 ) -> list[np.ndarray]:
+    """The same random ``patch`` of each array (zero-padded where a side is smaller), flipped in-plane at random
+    (left-right and up-down, each with probability 1/2: DHC's RandomFlip_LR and RandomFlip_UD)."""
+    shape = arrays[0].shape
+    pad = [(0, max(p - s, 0)) for p, s in zip(patch, shape, strict=True)]
+    starts = [int(rng.integers(0, max(s - p, 0) + 1)) for p, s in zip(patch, shape, strict=True)]
+    flips = [axis for axis in (2, 1) if rng.random() < 0.5]  # W (left-right), then H (up-down)
+    out = []
+    for a in arrays:
+        a = np.pad(a, pad) if any(p[1] for p in pad) else a
+        crop = np.asarray(a[tuple(slice(s, s + p) for s, p in zip(starts, patch, strict=True))])
+        out.append(np.ascontiguousarray(np.flip(crop, flips) if flips else crop))
+    return out
+
+
+def draw_batch(vols: Volumes, n: int, patch: tuple[int, int, int], seed: int, rank: int, step: int,
+               device: torch.device, unlabelled: bool) -> Batch3D:
+    """Step ``step``'s batch on rank ``rank``: n labelled and n unlabelled patches, from (seed, rank, step)."""
+    rng = np.random.default_rng([seed, rank, step])
+    lab = [random_patch(vols.labelled[int(i)], patch, rng) for i in rng.integers(0, len(vols.labelled), n)]
+    images = torch.from_numpy(np.stack([x for x, _ in lab]))[:, None].float()
+    labels = torch.from_numpy(np.stack([y for _, y in lab]).astype(np.int64))
+    unl = None
+    if unlabelled:
+        picks = rng.integers(0, len(vols.unlabelled), n)
+        unl = torch.from_numpy(np.stack([random_patch((vols.unlabelled[int(i)],), patch, rng)[0] for i in picks]))
+        unl = unl[:, None].float().to(device)
+    return Batch3D(images.to(device), labels.to(device), unl)
+
+
+def labelled_counts(vols: Volumes) -> torch.Tensor:
+    """Voxels of each class over the labelled cases (DHC's DistDW starts from them)."""
+    return torch.from_numpy(sum(np.bincount(np.asarray(y).ravel(), minlength=NUM_CLASSES) for _, y in vols.labelled)
+                            .astype(np.float64))
+
+
+# the method's running state, as tensors a checkpoint holds ----------------------------------------------
+class RunningState(torch.nn.Module):
+    """DHC's DiffDW/DistDW and DePL's q̂ as buffers, so the checkpoint keeps them and a resume continues them."""
+
+    def __init__(self, state: dict[str, Any], fields: dict[str, tuple[str, ...]]):
+        super().__init__()
+        self.state, self.fields = state, fields  # fields: the tensor attributes of each object in the state
+        for key, value in self._tensors().items():
+            self.register_buffer(key, value.clone())
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in self.state.items():
+            if isinstance(value, torch.Tensor):
+                out[key] = value
+            else:
+                out.update({f"{key}__{f}": getattr(value, f) for f in self.fields[key]})
+        return out
+
+    def sync_out(self) -> None:
+        """The live state into the buffers (before a save)."""
+        for key, value in self._tensors().items():
+            getattr(self, key).copy_(value)
+
+    def sync_in(self) -> None:
+        """The buffers into the live state (after a restore)."""
+        for key in self._tensors():
+            value = getattr(self, key).clone()
+            if "__" in key:
+                obj, f = key.split("__")
+                setattr(self.state[obj], f, value)
+            else:
+                self.state[key] = value
+
+
+# the worker function ---------------------------------------------------------------------------------
+def optimizers_of(m: Method, cfg: Config) -> dict[str, torch.optim.Optimizer]:
+    def sgd(net: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=cfg.train.lr, momentum=cfg.volumes.momentum,
+                               weight_decay=cfg.train.weight_decay, nesterov=True)
+
+    if len(m.networks) == 1:
+        return {"optimizer": sgd(next(iter(m.networks.values())))}
+    return {f"optimizer_{name}": sgd(net) for name, net in m.networks.items()}
+
+
+def checkpoint_meta(cfg: Config) -> dict[str, Any]:
+    return {"task": "synapse", "num_classes": NUM_CLASSES,
+            "config": {"volumes": cfg.volumes.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}}
+
+
+@dataclass
+class Worker:
+    cfg: Config
+    out_dir: Path
+    rank: int
+    world: int
+    use_ray: bool
+    device: torch.device
+    spec: Entry  # the method (models.volumes.methods)
+    method: Method  # the networks as saved
+    stepping: Method  # the same, wrapped for DDP when there are several workers
+    optimizers: dict[str, torch.optim.Optimizer]
+    context: StepContext
+    running: RunningState
+    volumes: Volumes
+    start: int
+
+    def saved(self) -> dict[str, torch.nn.Module]:
+        self.running.sync_out()
+        return {**self.method.networks, **self.method.frozen, "state": self.running}
+
+
+def setup_worker(config: dict[str, Any]) -> Worker:
+    cfg = Config.model_validate(config["cfg"])
+    t, v, out_dir, use_ray = cfg.train, cfg.volumes, Path(config["out_dir"]), bool(config.get("use_ray", False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, device = worker_device(t, use_ray)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    kind = spec(v.method)
+    method = kind.build(NUM_CLASSES, v)
+    for net in (*method.networks.values(), *method.frozen.values()):
+        net.to(device).train()  # UA-MT's teacher too: DHC runs it in training mode
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.SEMI)
+    running = RunningState(kind.initial_state(labelled_counts(vols), v.patch, device), kind.STATE_FIELDS).to(device)
+    optimizers = optimizers_of(method, cfg)
+    ckpt = latest_checkpoint(out_dir, use_ray, device)
+    start = training.restore(ckpt, {**method.networks, **method.frozen, "state": running}, optimizers) if ckpt else 0
+    running.sync_in()
+    seed_step_rngs(t.seed, rank, start, ckpt)
+    stepping = Method(method.name, {k: distribute(n, use_ray, world) for k, n in method.networks.items()},
+                      method.frozen, NUM_CLASSES)
+    sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
+    unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
+    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce)
+    return Worker(cfg, out_dir, rank, world, use_ray, device, kind, method, stepping, optimizers, context, running,
+                  vols, start)
+
+
+def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
+    t, v = w.cfg.train, w.cfg.volumes
+    for optimizer in w.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * poly_lr(step, t.iterations, t.lr_power)
+    w.context.step = step
+    w.context.unsup_weight = v.unsup_weight * (sigmoid_rampup(step, t.iterations) if v.rampup else 1.0)
+    batch = draw_batch(w.volumes, t.batch_size, v.patch, t.seed, w.rank, step, w.device, w.spec.SEMI)
+    with torch.autocast(w.device.type, dtype=torch.bfloat16, enabled=t.amp and w.device.type == "cuda"):
+        loss, logs = w.spec.step(w.stepping, batch, w.context)
+        logs = {"loss": loss.detach(), **logs}
+    for optimizer in w.optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in w.optimizers.values():
+        optimizer.step()
+    w.spec.teacher(w.method, step, v)
+    return logs
+
+
+def train_func(config: dict[str, Any]) -> dict[str, float]:
+    """Train for ``train.iterations`` steps; returns the last logs."""
+    w = setup_worker(config)
+    t, logs, tic = w.cfg.train, {}, time.perf_counter()
+    for step in range(w.start, t.iterations):
+        step_logs = optimise(w, step)
+        done = step + 1
+        if done % t.log_every == 0 or done == t.iterations:
+            logs = {k: float(v) for k, v in step_logs.items()} | {
+                "step": done, "lr": next(iter(w.optimizers.values())).param_groups[0]["lr"],
+                "unsup_weight": w.context.unsup_weight, "workers": w.world,
+                "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
+            log_step(w.out_dir, logs, w.rank, t.iterations)
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            training.write_checkpoint(w.out_dir, done, w.saved(), w.optimizers, checkpoint_meta(w.cfg), w.rank,
+                                      w.use_ray, logs | {"step": done})
+    return logs
+
+
+def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, use_ray: bool) -> dict[str, Any]:
+    return {"cfg": cfg.model_dump(mode="json"), "ingest": str(Path(inputs["ingest"]).resolve()),
+            "split": str(Path(inputs["split"]).resolve()), "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
+
+
+def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
+    """What the training used: the method, CE or DyCE, and the cases (the report's Table 5 rows)."""
+    return {"task": "synapse", "method": cfg.volumes.method, "dyce": cfg.loss.dyce,
+            "labelled_cases": vols.ids[0], "unlabelled_cases": vols.ids[1] if spec(cfg.volumes.method).SEMI else [],
+            "iterations": cfg.train.iterations, "patch": list(cfg.volumes.patch), "seed": cfg.train.seed}
+
+
+def train_on_ray(ctx: StageContext) -> StageResult:
+    t = ctx.cfg.train
+    config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, use_ray=True)
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), False)
+    write_json(describe(ctx.cfg, vols), ctx.out_dir / SETUP)
+    last = training.run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", train_func)
+    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})
