@@ -39,9 +39,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, from anywhere
 
+from models.ema import ema_alpha, ema_update  # noqa: E402
 from models.losses import CrossEntropyLoss, DyCELoss, build_supervised_loss  # noqa: E402
 from models.street.preprocess import normalize  # noqa: E402
-from models.ema import ema_alpha, ema_update  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from stages.street import demo_world  # noqa: E402
 from stages.street.datasets import TRAIN_TO_CITYSCAPES_ID  # noqa: E402

@@ -26,21 +26,30 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from models.street.captioner import load_captioner
 from models.device import pick_device
-from models.losses import build_supervised_loss
 from models.ema import ema_update
+from models.losses import build_supervised_loss
+from models.street.captioner import load_captioner
 from models.street.text import end_positions, load_text_encoder
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from pipeline.store import write_parquet
+from stages.index import read_split
 from stages.street import demo_world
 from stages.street.datasets import TRAIN_TO_CITYSCAPES_ID
 from stages.street.embed_text import embedding_table
-from stages.index import read_split
 from stages.street.language import TextEmbeddingStore
 from stages.street.loader import CropSet
-from stages.street.train.loop import Batch, build_learner, build_streams, next_batch, resolved, train_step, training_set, trim
+from stages.street.train.loop import (
+    Batch,
+    build_learner,
+    build_streams,
+    next_batch,
+    resolved,
+    train_step,
+    training_set,
+    trim,
+)
 
 
 def sync(device: torch.device) -> None:

@@ -1,4 +1,5 @@
-"""Sliding-window inference: class probabilities for an image of any size from a model trained on crops."""
+"""The street model's inference: class probabilities for an image of any size from a model trained on crops
+(``models.sliding``'s windows)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.sliding import sliding_window
 from models.street.preprocess import normalize
 from models.street.segmentor import Segmentor
-
-
-def sliding_windows(length: int, crop: int, stride: int) -> list[int]:
-    """Window starts covering [0, length) with windows of ``crop`` (the last one flush with the end)."""
-    if length <= crop:
-        return [0]
-    starts = list(range(0, length - crop, stride))
-    return starts + [length - crop]
 
 
 @torch.no_grad()
@@ -27,18 +21,8 @@ def predict(model: Segmentor, image: torch.Tensor, text: torch.Tensor, mask: tor
     if not sliding or (h <= crop and w <= crop):
         return model(image, text, mask).logits.softmax(1)
     stride = max(crop * 2 // 3, 1)
-    probs = image.new_zeros(1, num_classes, h, w)
-    count = image.new_zeros(1, 1, h, w)
-    ph, pw = max(crop - h, 0), max(crop - w, 0)
-    padded = F.pad(image, (0, pw, 0, ph))
-    for top in sliding_windows(h + ph, crop, stride):
-        for left in sliding_windows(w + pw, crop, stride):
-            window = padded[:, :, top:top + crop, left:left + crop]
-            p = model(window, text, mask).logits.softmax(1)
-            hh, ww = min(crop, h - top), min(crop, w - left)
-            probs[:, :, top:top + hh, left:left + ww] += p[:, :, :hh, :ww]
-            count[:, :, top:top + hh, left:left + ww] += 1
-    return probs / count
+    return sliding_window(lambda window: model(window, text, mask).logits.softmax(1), image, (crop, crop),
+                          (stride, stride), num_classes)
 
 
 def label_map(model: Segmentor, image: np.ndarray, text: torch.Tensor, mask: torch.Tensor, crop: int,

@@ -92,8 +92,8 @@ class Predictor:
 
 
 def load_predictor(path: Path, which: str | None, overrides: list[str], device: Any = None) -> Predictor:
-    from models.street.captioner import load_captioner
     from models.device import pick_device
+    from models.street.captioner import load_captioner
     from models.street.text import load_text_encoder
     from stages.checkpoint import load_model, read_meta
 

@@ -22,7 +22,7 @@ from pipeline.manifest import Manifest, StageRun
 from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
-from stages.tasks import all_stage_names, task_of
+from stages.tasks import task_of
 
 
 def stages_of(cfg: Config) -> tuple[str, ...]:

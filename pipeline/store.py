@@ -81,3 +81,17 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 def shard_files(directory: Path) -> list[Path]:
     """A store's shard files, in name order: ``shard-NNNNN.parquet`` or ``shard-NNNNN.arrow``."""
     return sorted([*Path(directory).glob("shard-*.parquet"), *Path(directory).glob("shard-*.arrow")])
+
+
+def content_hash(data: bytes | Path) -> str:
+    """blake2b (16 bytes) of a file's bytes, given as bytes or read from a path in blocks: the index's image,
+    label and volume hashes, and a captions file's content."""
+    import hashlib
+
+    if isinstance(data, bytes):
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
+    h = hashlib.blake2b(digest_size=16)
+    with open(data, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

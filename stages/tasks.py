@@ -42,9 +42,13 @@ class ClassSet:
         return len(self.names)
 
     def colourise(self, labels: np.ndarray) -> np.ndarray:
-        """Class ids -> (..., 3) uint8 colours; ignored or unknown ids black."""
-        n = len(self.palette)
-        return np.where((labels < n)[..., None], self.palette[np.minimum(labels, n - 1)], 0).astype(np.uint8)
+        return colourise(labels, self.palette)
+
+
+def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Class ids -> (..., 3) uint8 colours of ``palette``; ignored or unknown ids black."""
+    n = len(palette)
+    return np.where((labels < n)[..., None], palette[np.minimum(labels, n - 1)], 0).astype(np.uint8)
 
 
 def _no_notes(cfg: Any) -> list[str]:

@@ -14,8 +14,10 @@ import json
 import math
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,67 @@ def run_training(config: dict[str, Any], t: TrainConfig, cluster: ClusterConfig,
     if not metrics or metrics[-1]["step"] != t.iterations:
         raise StageError(f"{out_dir / METRICS}: training ended before step {t.iterations}")
     return metrics[-1]
+
+
+# the loop and the stage, the same for every trainer ---------------------------------------------------
+@dataclass
+class Run:
+    """One rank's training as both trainers' workers hold it: what the loop needs besides the method."""
+
+    cfg: Any  # the validated Config
+    out_dir: Path
+    rank: int
+    world: int  # DDP workers
+    use_ray: bool
+    device: torch.device
+
+
+def open_run(config: dict[str, Any]) -> Run:
+    """The worker function's argument (``worker_config``) as a Run: the config validated, the output folder made,
+    this rank's place and device."""
+    from pipeline.config import Config
+
+    cfg = Config.model_validate(config["cfg"])
+    out_dir, use_ray = Path(config["out_dir"]), bool(config.get("use_ray", False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, device = worker_device(cfg.train, use_ray)
+    return Run(cfg, out_dir, rank, world, use_ray, device)
+
+
+def fit_steps(run: Run, start: int, optimise: Callable[[int], dict[str, torch.Tensor]],
+              progress_logs: Callable[[], dict[str, Any]], save: Callable[[int, dict[str, Any]], None]
+              ) -> dict[str, float]:
+    """Steps ``start`` .. ``train.iterations``: ``optimise(step)`` returns the step's logs (tensors); every
+    ``log_every`` steps they are read (the only wait for the device), with ``progress_logs()`` (lr, ...), and
+    logged; every ``checkpoint_every`` steps ``save(done, logs)``. Returns the last logs."""
+    t, logs, tic = run.cfg.train, {}, time.perf_counter()
+    for step in range(start, t.iterations):
+        step_logs = optimise(step)
+        done = step + 1
+        if done % t.log_every == 0 or done == t.iterations:
+            logs = {k: v.tolist() for k, v in step_logs.items()} | {"step": done, **progress_logs()} | {
+                "workers": run.world, "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
+            log_step(run.out_dir, logs, run.rank, t.iterations)
+        if done % t.checkpoint_every == 0 or done == t.iterations:
+            save(done, logs | {"step": done})
+    return logs
+
+
+def worker_config(cfg: Any, out_dir: Path, use_ray: bool, **inputs: Any) -> dict[str, Any]:
+    """A worker function's argument: plain, absolute values a Ray worker on any node can use (``inputs``: the
+    paths and values of the task's own inputs)."""
+    return {"cfg": cfg.model_dump(mode="json"), **inputs, "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
+
+
+def train_stage(ctx: Any, config: dict[str, Any], setup: dict[str, Any], func: Callable[[dict[str, Any]], Any]
+                ) -> Any:
+    """A train stage's run: what the training uses written (``setup.json``), ``func`` fitted under Ray Train,
+    the last logs as the stage's details."""
+    from pipeline.stage import StageResult
+    from pipeline.store import write_json
+    from stages.trained import SETUP
+
+    t = ctx.cfg.train
+    write_json(setup, ctx.out_dir / SETUP)
+    last = run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", func)
+    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})

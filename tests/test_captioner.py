@@ -19,8 +19,8 @@ from pipeline.cli import language_lines
 from pipeline.runner import fingerprints, open_manifest, run_pipeline, stage_dir, status_rows
 from pipeline.stage import StageError
 from pipeline.store import read_parquet
-from stages.street.user_captions import CaptionStats, read_captions_file
 from stages.index import INDEX_FILE
+from stages.street.user_captions import CaptionStats, read_captions_file
 from tests.conftest import in_process
 
 IMAGES = [np.random.default_rng(k).integers(0, 255, (32, 32, 3), dtype=np.uint8) for k in range(4)]

@@ -5,9 +5,9 @@ import pytest
 import torch
 from open_clip.model import CLIPVisionCfg
 
-from models.street.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
-from models.losses import DyCELoss
 from models.ema import ema_update, make_teacher
+from models.losses import DyCELoss
+from models.street.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
 from models.street.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 

@@ -16,10 +16,10 @@ from PIL import Image
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import fingerprints, rejected_files, run_pipeline, stage_dir
 from pipeline.stage import StageError
-from stages.street.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, load_label
-from stages.street.datasets.synthia import SYNTHIA_ID_TO_TRAIN
 from stages.index import INDEX_FILE, INDEX_SCHEMA, SPLIT_FILE, dataset_roots, read_index, read_split
 from stages.split import labelled_split
+from stages.street.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, load_label
+from stages.street.datasets.synthia import SYNTHIA_ID_TO_TRAIN
 
 H, W = 4, 6
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import torch
 
-from models.inference import predict, sliding_windows
+from models.inference import predict
+from models.sliding import window_starts as sliding_windows
 from stages.street.datasets import CLASS_SETS, IGNORE
 from stages.street.metrics import confusion, iou_per_class, miou
 
@@ -83,3 +84,22 @@ def test_predictions_map_back_to_cityscapes_label_ids():
     assert to_label_ids(np.array([0, 13, 18])).tolist() == [7, 26, 33]
     assert label_ids_name("frankfurt_000000_000294_leftImg8bit") == label_ids_name("frankfurt_000000_000294") \
         == "frankfurt_000000_000294_leftImg8bit.png"
+
+
+def test_sliding_window_averages_the_windows_that_saw_each_voxel_in_3d():
+    """The N-d window both tasks use: DHC's starts per axis, a side smaller than its window padded, each position
+    the mean of the windows over it."""
+    from models.sliding import sliding_window
+
+    seen = []
+
+    def probs(window):  # window k scores class 0 with k
+        seen.append(tuple(window.shape[2:]))
+        out = torch.zeros(1, 2, *window.shape[2:])
+        out[:, 0] = len(seen)
+        return out
+
+    p = sliding_window(probs, torch.zeros(1, 1, 5, 6, 3), (4, 4, 4), (2, 2, 2), 2)
+    assert p.shape == (1, 2, 5, 6, 3) and seen == [(4, 4, 4)] * 4  # depth starts 0, 1; height 0, 2; width padded
+    assert float(p[0, 0, 0, 0, 0]) == 1 and float(p[0, 0, 4, 5, 2]) == 4 and float(p[0, 0, 2, 3, 1]) == 2.5
+    assert sliding_windows(10, 4, 3) == [0, 3, 6] and sliding_windows(11, 4, 3) == [0, 3, 6, 7]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import stages.street.train.loop as train
+from models.ema import ema_alpha
 from models.losses import consistency_loss, passed_per_class, pseudo_labels
 from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
-from models.ema import ema_alpha
 from models.street.segmentor import build_segmentor, decoder_levels
 from pipeline.config import ModelConfig, load_config
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from models.street.tiny import TINY_EMBED_DIM
 from pipeline.cli import app
 from pipeline.config import load_config
-from stages.street import demo_world
 from stages.checkpoint import save_checkpoint
+from stages.street import demo_world
 from stages.street.train.loop import build_learner, checkpoint_meta
 from tests.conftest import small_overrides
 

@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 
-from models.street.encoder import build_vision_encoder
 from models.ema import ema_update, make_teacher
+from models.street.encoder import build_vision_encoder
 from models.street.segmentor import build_segmentor
 from pipeline.config import ModelConfig
 

@@ -20,8 +20,8 @@ from models.volumes.methods.urpc import consistency as urpc_consistency
 from models.volumes.parts import Batch3D, StepContext, SupervisedCE, dice_loss
 from models.volumes.unet3d import UNet3DDS
 from models.volumes.vnet import VNet
-from stages.synapse.metrics import MISSING_ASD, asd, dice, organ_scores, summarise
 from stages.synapse.cases import Case, check_case, halve, preprocess, read_array, window, write_nifti
+from stages.synapse.metrics import MISSING_ASD, asd, dice, organ_scores, summarise
 
 
 # reader -------------------------------------------------------------------------------------------
@@ -157,7 +157,6 @@ def test_urpc_unet_small_patch_gives_a_pyramid_and_concatenates_its_skips():
 
 def test_urpc_refuses_a_patch_its_bottleneck_cannot_normalise():
     from pipeline.config import load_config
-
     from pipeline.runner import fingerprints
 
     with pytest.raises(Exception, match=r"volumes.patch: URPC's U-Net .* got \(16, 16, 16\)"):

@@ -21,9 +21,9 @@ from pipeline.progress import console
 from pipeline.shards import ShardPool, map_shards, node_id, write_shards
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet
-from stages.street.user_captions import CaptionStats, file_digest, read_captions_file
-from stages.street.demo_world import CAPTIONS_FILE, world_keys
 from stages.index import DEMO_DIR, INDEX_FILE, dataset_roots, resolve_rows
+from stages.street.demo_world import CAPTIONS_FILE, world_keys
+from stages.street.user_captions import CaptionStats, file_digest, read_captions_file
 
 NAME = "caption"
 SHARDED = True  # redoes only the shards that are missing or damaged
@@ -74,8 +74,8 @@ class CaptionBatch:
 
     def __init__(self, model: str, dtype: str, prompt: str | None, max_new_tokens: int, num_gpus: float,
                  size: int):
-        from models.street.captioner import load_captioner
         from models.device import pick_device
+        from models.street.captioner import load_captioner
 
         self.captioner = load_captioner(model, dtype, pick_device(num_gpus))
         self.model, self.prompt, self.max_new_tokens, self.size = model, prompt, max_new_tokens, size

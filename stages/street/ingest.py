@@ -12,7 +12,6 @@ Digests (what later stages depend on instead of this stage's fingerprint):
 
 from __future__ import annotations
 
-import hashlib
 import io
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -27,9 +26,9 @@ from PIL import Image
 from pipeline.config import Config, ConfigError
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import write_parquet
-from stages.street.datasets import Sample, check_domain, dataset, layout_of, list_samples, read_raw_label
+from pipeline.store import content_hash, write_parquet
 from stages.index import INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests, record_rejected
+from stages.street.datasets import Sample, check_domain, dataset, layout_of, list_samples, read_raw_label
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
@@ -59,10 +58,6 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"data.{err}") from None
 
 
-def file_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 def check_sample(sample: Sample, layout: str) -> Check:
     """(height, width, image hash, label hash) of a usable image, or the reason to reject it.
 
@@ -76,19 +71,19 @@ def check_sample(sample: Sample, layout: str) -> Check:
     except Exception as err:  # PIL raises many kinds; any of them means the image is unusable
         return f"image does not decode ({type(err).__name__})"
     if sample.label_path is None:
-        return size[1], size[0], file_hash(image_bytes), None
+        return size[1], size[0], content_hash(image_bytes), None
     if not sample.label_path.exists():
         return f"missing label file {sample.label_path}"
     try:
         raw = read_raw_label(sample.label_path, layout)
-        label_hash = file_hash(sample.label_path.read_bytes())
+        label_hash = content_hash(sample.label_path.read_bytes())
     except Exception as err:
         return f"label does not decode ({type(err).__name__})"
     if raw.shape[:2] != (size[1], size[0]):
         return f"label size {raw.shape[1]}x{raw.shape[0]} differs from image size {size[0]}x{size[1]}"
     if raw.size and int(raw.max()) > (top := dataset(layout).MAX_LABEL_ID):
         return f"label value {int(raw.max())} outside the {layout} id range 0..{top}"
-    return size[1], size[0], file_hash(image_bytes), label_hash
+    return size[1], size[0], content_hash(image_bytes), label_hash
 
 
 def _check_chunk(args: tuple[list[Sample], str]) -> list[Check]:

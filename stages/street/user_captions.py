@@ -9,20 +9,20 @@ naming the file, the line (the row, for Parquet) and the image.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.stage import StageError
+from pipeline.store import content_hash
 
 FORMATS = (".parquet", ".jsonl", ".csv")
 
 
 def file_digest(path: Path) -> str:
     """The captions file's content (blake2b of its bytes): the caption stage's fingerprint holds this, not the path."""
-    return "content blake2b:" + hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+    return "content blake2b:" + content_hash(Path(path).read_bytes())
 
 
 def read_entries(path: Path) -> list[tuple[int, dict[str, Any]]]:

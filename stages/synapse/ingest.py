@@ -19,7 +19,7 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import write_atomic, write_parquet
+from pipeline.store import content_hash, write_atomic, write_parquet
 from stages.index import DEMO_DIR, INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected, split_file_lines
 from stages.synapse import DEFAULT_SPLIT_FILE
 from stages.synapse.cases import VOLUMES
@@ -51,16 +51,6 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     if v.data.name == "demo":
         keys["demo"] = v.demo.model_dump(mode="json")
     return {"volumes": {"data": keys}}
-
-
-def _hash(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -98,7 +88,7 @@ def run(ctx: StageContext) -> StageResult:
             for key, value in (("image_id", case.case_id), ("dataset", v.data.name), ("domain", "target"),
                                ("split", case.split), ("image_path", case.image_path.relative_to(root).as_posix()),
                                ("label_path", case.label_path.relative_to(root).as_posix()),
-                               ("image_hash", _hash(case.image_path)), ("label_hash", _hash(case.label_path)),
+                               ("image_hash", content_hash(case.image_path)), ("label_hash", content_hash(case.label_path)),
                                ("height", h), ("width", w), ("depth", d)):
                 rows[key].append(value)
     record_rejected(ctx, rejected, "case")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stages.tasks import colourise as colour_ids
+
 IGNORE = 255
 
 CLASSES: tuple[str, ...] = (
@@ -36,9 +38,8 @@ PALETTE = np.array([
 
 
 def colourise(pred: np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
-    """(...) class ids -> (..., 3) uint8 colours of ``palette``; ignored or unknown ids black."""
-    n = len(palette)
-    return np.where((pred < n)[..., None], palette[np.minimum(pred, n - 1)], 0).astype(np.uint8)
+    """(...) class ids -> (..., 3) uint8 colours of ``palette`` (Cityscapes'); ignored or unknown ids black."""
+    return colour_ids(pred, palette)
 
 
 def lut(mapping: dict[int, int], size: int) -> np.ndarray:

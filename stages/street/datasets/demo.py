@@ -22,8 +22,8 @@ def root(workdir: Path, role: str) -> Path:
 
 def prepare(workdir: Path, data: Any) -> None:
     """Generate the world (once: an existing world of the same keys is kept) before ingest lists it."""
-    from stages.street import demo_world
     from stages.index import DEMO_DIR
+    from stages.street import demo_world
 
     d = data.demo
     demo_world.generate(Path(workdir) / DEMO_DIR, d.n_source, d.n_target_train, d.n_target_val, d.height, d.width,

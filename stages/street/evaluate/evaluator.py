@@ -17,9 +17,9 @@ from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
+from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.street.datasets import colourise, dataset, load_label
 from stages.street.images import read_rgb, resize_image
-from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.street.language import TextEmbeddingStore, served_captions
 from stages.street.metrics import confusion, iou_per_class, miou
 from stages.tasks import task_of

@@ -17,23 +17,21 @@ fit are ``stages.training``'s, shared with the volumetric trainer; this module k
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.street.config import vision_init
+from models.ema import ema_alpha, ema_update, make_teacher
 from models.losses import build_supervised_loss, consistency_loss, passed_per_class, pseudo_labels
+from models.street.config import vision_init
 from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.street.preprocess import normalize
-from models.ema import ema_alpha, ema_update, make_teacher
 from models.street.segmentor import Segmentor, build_segmentor
 from pipeline.config import Config, TrainConfig, colour_jitter_for, pasted_gt_for, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import write_json
 from stages import training
 from stages.checkpoint import Checkpoint
 from stages.index import INDEX_FILE, dataset_roots, read_index, read_split
@@ -41,7 +39,7 @@ from stages.street.language import TextEmbeddingStore
 from stages.street.loader import STREAMS, Streams, default_workers, stream
 from stages.tasks import task_of
 from stages.trained import CHECKPOINT, METRICS, SETUP  # noqa: F401  (where a run keeps them; tests read them here)
-from stages.training import distribute, latest_checkpoint, log_step, poly_lr, seed_step_rngs, worker_device
+from stages.training import Run, distribute, latest_checkpoint, open_run, poly_lr, seed_step_rngs
 
 
 def num_classes(cfg: Config) -> int:
@@ -366,15 +364,9 @@ def build_learner(cfg: Config, text_dim: int, device: torch.device) -> Learner:
 
 
 @dataclass
-class Worker:
+class Worker(Run):
     """One rank's training, as ``setup_worker`` builds it: the loop runs ``optimise`` on it step by step."""
 
-    cfg: Config
-    out_dir: Path
-    rank: int
-    world: int  # DDP workers
-    use_ray: bool
-    device: torch.device
     learner: Learner
     model: torch.nn.Module  # the student, wrapped for DDP when there are several workers
     store: TextEmbeddingStore
@@ -397,23 +389,20 @@ def checkpoint_meta(cfg: Config, text_dim: int) -> dict[str, Any]:
 
 def setup_worker(config: dict[str, Any]) -> Worker:
     """Build the learner, resume it from the newest checkpoint, open the streams where it stopped."""
-    cfg = Config.model_validate(config["cfg"])
-    t, out_dir, use_ray = cfg.train, Path(config["out_dir"]), bool(config.get("use_ray", False))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, device = worker_device(t, use_ray)
+    run = open_run(config)
+    cfg, t, device = run.cfg, run.cfg.train, run.device
     store = TextEmbeddingStore(config["text_store"], cfg.model.dlg_captions)
     learner = build_learner(cfg, store.dim, device)
-    ckpt = latest_checkpoint(out_dir, use_ray, device)
+    ckpt = latest_checkpoint(run.out_dir, run.use_ray, device)
     start = learner.restore(ckpt) if ckpt is not None else 0
-    if ckpt is not None and rank == 0:
+    if ckpt is not None and run.rank == 0:
         console.print(f"  train: resuming from step {start}")
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
-    cfg = resolved(cfg, data)
-    streams = build_streams(data, t, seed=t.seed + 1000 * rank, start=start, pin=device.type == "cuda")
-    seed_step_rngs(t.seed, rank, start, ckpt)  # last: nothing above may draw from them after the restore
+    streams = build_streams(data, t, seed=t.seed + 1000 * run.rank, start=start, pin=device.type == "cuda")
+    seed_step_rngs(t.seed, run.rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
-    return Worker(cfg, out_dir, rank, world, use_ray, device, learner, distribute(learner.student, use_ray, world), store,
-                  streams, sup_loss, start)
+    return Worker(**{**vars(run), "cfg": resolved(cfg, data)}, learner=learner, store=store, streams=streams,
+                  model=distribute(learner.student, run.use_ray, run.world), sup_loss=sup_loss, start=start)
 
 
 def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
@@ -432,28 +421,22 @@ def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
 def train_func(config: dict[str, Any]) -> dict[str, float]:
     """Train for ``train.iterations`` steps; ``config`` as ``worker_config`` makes it. Returns the last logs."""
     w = setup_worker(config)
-    t, logs, tic = w.cfg.train, {}, time.perf_counter()
     w.learner.student.train()
-    for step in range(w.start, t.iterations):
-        step_logs = optimise(w, step)
-        done = step + 1
-        if done % t.log_every == 0 or done == t.iterations:  # .item() waits for the device: only here
-            logs = {k: v.tolist() for k, v in step_logs.items()} | {
-                "step": done, "lr": w.learner.optimizer.param_groups[-1]["lr"], "workers": w.world,
-                "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
-            log_step(w.out_dir, logs, w.rank, t.iterations)
-        if done % t.checkpoint_every == 0 or done == t.iterations:
-            training.write_checkpoint(w.out_dir, done, w.learner.networks, w.learner.optimizers, w.meta, w.rank,
-                                      w.use_ray, logs | {"step": done})
-    return logs
+
+    def save(done: int, logs: dict[str, Any]) -> None:
+        training.write_checkpoint(w.out_dir, done, w.learner.networks, w.learner.optimizers, w.meta, w.rank,
+                                  w.use_ray, logs)
+
+    return training.fit_steps(w, w.start, lambda step: optimise(w, step),
+                              lambda: {"lr": w.learner.optimizer.param_groups[-1]["lr"]}, save)
 
 
 def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, workdir: Path, use_ray: bool) -> dict:
     """``train_func``'s argument: plain, absolute values a Ray worker on any node can use."""
-    return {"cfg": cfg.model_dump(mode="json"), "index": str(Path(inputs["ingest"], INDEX_FILE).resolve()),
-            "roots": {k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()},
-            "split": str(Path(inputs["split"]).resolve()), "text_store": str(Path(inputs["embed_text"]).resolve()),
-            "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
+    return training.worker_config(cfg, out_dir, use_ray, index=str(Path(inputs["ingest"], INDEX_FILE).resolve()),
+                                  roots={k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()},
+                                  split=str(Path(inputs["split"]).resolve()),
+                                  text_store=str(Path(inputs["embed_text"]).resolve()))
 
 
 def cross_domain(cfg: Config, data: TrainingSet) -> bool:
@@ -501,9 +484,6 @@ def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> 
 
 
 def train_on_ray(ctx: StageContext) -> StageResult:
-    t = ctx.cfg.train
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, ctx.workdir, use_ray=True)
-    write_json(describe(ctx.cfg, training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)),
-               ctx.out_dir / SETUP)
-    last = training.run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", train_func)
-    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})
+    data = training_set(config["index"], config["roots"], read_split(config["split"]), ctx.cfg)
+    return training.train_stage(ctx, config, describe(ctx.cfg, data), train_func)

@@ -2,49 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from models.sliding import sliding_window
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json, write_parquet
 from stages.synapse import SYNAPSE
-from stages.trained import CHECKPOINT, read_setup
 from stages.synapse.metrics import case_scores, summarise
+from stages.trained import CHECKPOINT, read_setup
 
 ORGANS = SYNAPSE.subsets["organs"]
 
 
-def window_starts(size: int, patch: int, stride: int) -> list[int]:
-    """DHC's windows along one axis: ceil((size − patch) / stride) + 1 starts, the last flush with the end."""
-    n = math.ceil((size - patch) / stride) + 1
-    return sorted({min(stride * k, size - patch) for k in range(n)})
-
-
-@torch.no_grad()
-def sliding_window(predict, image: np.ndarray, patch: tuple[int, int, int], stride: tuple[int, int],
-                   num_classes: int, device: torch.device) -> np.ndarray:
-    """(D, H, W) image -> (D, H, W) labels: the softmax of every window summed, divided by the windows that saw
-    each voxel, then argmax. Strides: ``stride`` = (in-plane, depth). A side smaller than the patch is padded."""
-    shape = image.shape
-    pad = [max(p - s, 0) for p, s in zip(patch, shape, strict=True)]
-    x = np.pad(image, [(0, p) for p in pad]) if any(pad) else image
-    d, h, w = x.shape
-    scores = torch.zeros((num_classes, d, h, w), dtype=torch.float32)
-    counts = torch.zeros((d, h, w), dtype=torch.float32)
-    vol = torch.from_numpy(np.ascontiguousarray(x)).float()
-    for z in window_starts(d, patch[0], stride[1]):
-        for y in window_starts(h, patch[1], stride[0]):
-            for xs in window_starts(w, patch[2], stride[0]):
-                crop = vol[z:z + patch[0], y:y + patch[1], xs:xs + patch[2]][None, None].to(device)
-                prob = predict(crop).float().softmax(1)[0].cpu()
-                scores[:, z:z + patch[0], y:y + patch[1], xs:xs + patch[2]] += prob
-                counts[z:z + patch[0], y:y + patch[1], xs:xs + patch[2]] += 1
-    labels = (scores / counts).argmax(0).numpy().astype(np.uint8)
-    return labels[:shape[0], :shape[1], :shape[2]]
+def predict_case(predict, image: np.ndarray, patch: tuple[int, int, int], stride: tuple[int, int], num_classes: int,
+                 device: torch.device) -> np.ndarray:
+    """(D, H, W) image -> (D, H, W) labels by DHC's sliding windows (``stride`` = (in-plane, depth)): the softmax
+    of every window summed on the CPU, divided by the windows that saw each voxel, then argmax."""
+    vol = torch.from_numpy(np.ascontiguousarray(image)).float()[None, None]
+    probs = sliding_window(lambda crop: predict(crop.to(device)).float().softmax(1).cpu(), vol, patch,
+                           (stride[1], stride[0], stride[0]), num_classes)
+    return probs.argmax(1)[0].numpy().astype(np.uint8)
 
 
 def load_method(checkpoint: Path, device: torch.device):
@@ -77,7 +58,7 @@ def evaluate_cases(checkpoint: str, ingest_dir: str, case_ids: list[str], patch:
     for k, case in enumerate(case_ids):
         image, label = (np.asarray(a) for a in load_case(Path(ingest_dir), case))
         with autocast:
-            pred = sliding_window(method.predict, image, patch, stride, len(SYNAPSE), device)
+            pred = predict_case(method.predict, image, patch, stride, len(SYNAPSE), device)
         per_case[case] = case_scores(pred, label, ORGANS)
         write_nifti(Path(out_dir) / "predictions" / f"{case}.nii.gz", pred)
         if k < save_slices:

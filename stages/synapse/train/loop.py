@@ -11,7 +11,6 @@ class weights, DePL's class prior).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,11 @@ from models.volumes.methods import spec
 from models.volumes.parts import Batch3D, Method, StepContext, SupervisedCE, sigmoid_rampup
 from pipeline.config import Config
 from pipeline.stage import StageContext, StageError, StageResult
-from pipeline.store import write_json
 from stages import training
 from stages.index import INDEX_FILE, read_split
 from stages.synapse import SYNAPSE
-from stages.trained import SETUP
-from stages.training import distribute, latest_checkpoint, log_step, poly_lr, seed_step_rngs, worker_device
 from stages.synapse.cases import load_case
+from stages.training import Run, distribute, latest_checkpoint, open_run, poly_lr, seed_step_rngs
 
 NUM_CLASSES = len(SYNAPSE)
 
@@ -149,13 +146,9 @@ def checkpoint_meta(cfg: Config) -> dict[str, Any]:
 
 
 @dataclass
-class Worker:
-    cfg: Config
-    out_dir: Path
-    rank: int
-    world: int
-    use_ray: bool
-    device: torch.device
+class Worker(Run):
+    """One rank's training, as ``setup_worker`` builds it: the loop runs ``optimise`` on it step by step."""
+
     spec: Entry  # the method (models.volumes.methods)
     method: Method  # the networks as saved
     stepping: Method  # the same, wrapped for DDP when there are several workers
@@ -171,10 +164,8 @@ class Worker:
 
 
 def setup_worker(config: dict[str, Any]) -> Worker:
-    cfg = Config.model_validate(config["cfg"])
-    t, v, out_dir, use_ray = cfg.train, cfg.volumes, Path(config["out_dir"]), bool(config.get("use_ray", False))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, device = worker_device(t, use_ray)
+    run = open_run(config)
+    cfg, t, v, device = run.cfg, run.cfg.train, run.cfg.volumes, run.device
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     kind = spec(v.method)
     method = kind.build(NUM_CLASSES, v)
@@ -183,17 +174,17 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.SEMI)
     running = RunningState(kind.initial_state(labelled_counts(vols), v.patch, device), kind.STATE_FIELDS).to(device)
     optimizers = optimizers_of(method, cfg)
-    ckpt = latest_checkpoint(out_dir, use_ray, device)
+    ckpt = latest_checkpoint(run.out_dir, run.use_ray, device)
     start = training.restore(ckpt, {**method.networks, **method.frozen, "state": running}, optimizers) if ckpt else 0
     running.sync_in()
-    seed_step_rngs(t.seed, rank, start, ckpt)
-    stepping = Method(method.name, {k: distribute(n, use_ray, world) for k, n in method.networks.items()},
+    seed_step_rngs(t.seed, run.rank, start, ckpt)
+    stepping = Method(method.name, {k: distribute(n, run.use_ray, run.world) for k, n in method.networks.items()},
                       method.frozen, NUM_CLASSES)
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
     unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
     context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce)
-    return Worker(cfg, out_dir, rank, world, use_ray, device, kind, method, stepping, optimizers, context, running,
-                  vols, start)
+    return Worker(**vars(run), spec=kind, method=method, stepping=stepping, optimizers=optimizers, context=context,
+                  running=running, volumes=vols, start=start)
 
 
 def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
@@ -219,25 +210,20 @@ def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
 def train_func(config: dict[str, Any]) -> dict[str, float]:
     """Train for ``train.iterations`` steps; returns the last logs."""
     w = setup_worker(config)
-    t, logs, tic = w.cfg.train, {}, time.perf_counter()
-    for step in range(w.start, t.iterations):
-        step_logs = optimise(w, step)
-        done = step + 1
-        if done % t.log_every == 0 or done == t.iterations:
-            logs = {k: float(v) for k, v in step_logs.items()} | {
-                "step": done, "lr": next(iter(w.optimizers.values())).param_groups[0]["lr"],
-                "unsup_weight": w.context.unsup_weight, "workers": w.world,
-                "sec_per_iter": (time.perf_counter() - tic) / (done - w.start)}
-            log_step(w.out_dir, logs, w.rank, t.iterations)
-        if done % t.checkpoint_every == 0 or done == t.iterations:
-            training.write_checkpoint(w.out_dir, done, w.saved(), w.optimizers, checkpoint_meta(w.cfg), w.rank,
-                                      w.use_ray, logs | {"step": done})
-    return logs
+
+    def save(done: int, logs: dict[str, Any]) -> None:
+        training.write_checkpoint(w.out_dir, done, w.saved(), w.optimizers, checkpoint_meta(w.cfg), w.rank,
+                                  w.use_ray, logs)
+
+    def progress_logs() -> dict[str, Any]:
+        return {"lr": next(iter(w.optimizers.values())).param_groups[0]["lr"], "unsup_weight": w.context.unsup_weight}
+
+    return training.fit_steps(w, w.start, lambda step: optimise(w, step), progress_logs, save)
 
 
 def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, use_ray: bool) -> dict[str, Any]:
-    return {"cfg": cfg.model_dump(mode="json"), "ingest": str(Path(inputs["ingest"]).resolve()),
-            "split": str(Path(inputs["split"]).resolve()), "out_dir": str(Path(out_dir).resolve()), "use_ray": use_ray}
+    return training.worker_config(cfg, out_dir, use_ray, ingest=str(Path(inputs["ingest"]).resolve()),
+                                  split=str(Path(inputs["split"]).resolve()))
 
 
 def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
@@ -248,9 +234,6 @@ def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
 
 
 def train_on_ray(ctx: StageContext) -> StageResult:
-    t = ctx.cfg.train
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, use_ray=True)
     vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), False)
-    write_json(describe(ctx.cfg, vols), ctx.out_dir / SETUP)
-    last = training.run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", train_func)
-    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})
+    return training.train_stage(ctx, config, describe(ctx.cfg, vols), train_func)
