@@ -13,10 +13,10 @@ from PIL import Image
 from models.device import pick_device
 from models.inference import label_map
 from pipeline.config import Config
-from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
+from stages.evaluation import Held, evaluate_on_ray
 from stages.index import INDEX_FILE, dataset_roots, read_index
 from stages.street.datasets import colourise, dataset, load_label
 from stages.street.images import read_rgb, resize_image
@@ -53,21 +53,16 @@ def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray, layout: str
             Image.fromarray(array).save(tmp, format="PNG")
 
 
-class Evaluator:
-    """Holds the model where it runs — a Ray actor on a GPU worker, so the driver (a CPU head node) never
-    builds a full model — and scores chunks of val images: confusion counts, and the first predictions as
-    colourised PNGs written to ``pred_dir``. Usable without Ray too."""
+class Evaluator(Held):
+    """Holds the model where it runs (``stages.evaluation``) and scores chunks of val images: confusion counts,
+    and the first predictions as colourised PNGs written to ``pred_dir``. Usable without Ray too."""
 
     def __init__(self, cfg_dump: dict[str, Any], ckpt_path: str, store_path: str, pred_dir: str):
-        import os
-        import socket
-
         self.cfg = Config.model_validate(cfg_dump)
-        self.device = pick_device()  # in the actor: its GPU if it has one
+        self.hold(pick_device())  # in the actor: its GPU if it has one
         self.model = load_model(Path(ckpt_path), self.cfg.model, self.cfg.eval.model, self.device)
         self.store = TextEmbeddingStore(store_path, self.cfg.model.dlg_captions)  # as training read it
         self.pred_dir = Path(pred_dir)
-        self.where = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device)}
         self.num_classes = len(task_of(self.cfg.task).classes(self.cfg))
 
     def __call__(self, rows: list[dict[str, Any]], first: int) -> np.ndarray:
@@ -92,32 +87,20 @@ class Evaluator:
         return label_map(self.model, image, text.to(self.device), mask.to(self.device), cfg.train.crop_size,
                          self.num_classes, cfg.eval.sliding_window, size)
 
-    def location(self) -> dict[str, Any]:
-        return self.where
 
-
-def evaluate_on_ray(ctx: StageContext, rows: list[dict[str, Any]], pred_dir: Path) -> tuple[np.ndarray, dict]:
-    """The val images through one ``Evaluator`` actor (``eval.num_gpus``, ``eval.num_cpus``), in chunks, so
-    the progress bar moves; returns the confusion counts and where the model ran."""
-    import ray
-
-    from pipeline.shards import init_ray
-
+def confusion_on_ray(ctx: StageContext, rows: list[dict[str, Any]], pred_dir: Path) -> tuple[np.ndarray, dict]:
+    """The val images through one ``Evaluator`` actor, in chunks; the confusion counts and where it ran."""
     cfg = ctx.cfg
-    init_ray(cfg.cluster, ctx.workdir / "logs")
-    actor = ray.remote(Evaluator).options(num_cpus=cfg.eval.num_cpus, num_gpus=cfg.eval.num_gpus or None).remote(
-        cfg.model_dump(mode="json"), str((ctx.inputs["train"] / CHECKPOINT).resolve()),
-        str(Path(ctx.inputs["embed_text"]).resolve()), str(pred_dir.resolve()))
-    n, chunk = len(task_of(cfg.task).classes(cfg)), 16
+    n = len(task_of(cfg.task).classes(cfg))
     conf = np.zeros((n, n), dtype=np.int64)
-    try:
-        with progress("evaluate", total=len(rows), unit="images") as advance:
-            for start in range(0, len(rows), chunk):
-                conf += ray.get(actor.__call__.remote(rows[start:start + chunk], start))
-                advance(len(rows[start:start + chunk]))
-        return conf, ray.get(actor.location.remote())
-    finally:
-        ray.kill(actor)
+
+    def fold(part: np.ndarray) -> None:
+        np.add(conf, part, out=conf)
+
+    args = (cfg.model_dump(mode="json"), str((ctx.inputs["train"] / CHECKPOINT).resolve()),
+            str(Path(ctx.inputs["embed_text"]).resolve()), str(pred_dir.resolve()))
+    where = evaluate_on_ray(ctx, Evaluator, args, rows, 16, "images", fold)
+    return conf, where
 
 
 def evaluate(ctx: StageContext) -> StageResult:
@@ -128,7 +111,7 @@ def evaluate(ctx: StageContext) -> StageResult:
         raise StageError(f"{ctx.inputs['ingest'] / INDEX_FILE}: no labelled target val images to evaluate")
     pred_dir = ctx.out_dir / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
-    conf, where = evaluate_on_ray(ctx, rows, pred_dir)
+    conf, where = confusion_on_ray(ctx, rows, pred_dir)
     metrics = write_metrics(ctx, conf, len(rows))
     shown = [r for k, r in enumerate(rows[:EXAMPLES]) if saves(cfg, k)]
     captions = served_captions(ctx.inputs["embed_text"], [r["image_id"] for r in shown], cfg.model.dlg_captions)

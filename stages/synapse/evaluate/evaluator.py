@@ -11,6 +11,7 @@ import torch
 from models.sliding import sliding_window
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json, write_parquet
+from stages.evaluation import Held, evaluate_on_ray
 from stages.synapse import SYNAPSE
 from stages.synapse.metrics import case_scores, summarise
 from stages.trained import CHECKPOINT, read_setup
@@ -46,26 +47,33 @@ def best_slice(label: np.ndarray) -> int:
     return int(np.argmax((label > 0).reshape(label.shape[0], -1).sum(1)))
 
 
-def evaluate_cases(checkpoint: str, ingest_dir: str, case_ids: list[str], patch: tuple[int, int, int],
-                   stride: tuple[int, int], out_dir: str, save_slices: int, use_gpu: bool) -> dict[str, Any]:
-    """In a Ray task: every case predicted, scored, its prediction written; the scores and example slices."""
-    from stages.synapse.cases import load_case, write_nifti
+class CaseEvaluator(Held):
+    """Holds the trained method where it runs (``stages.evaluation``): each case predicted, scored, its prediction
+    written; the scores and example slices of a chunk of cases."""
 
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    method = load_method(Path(checkpoint), device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    per_case, examples = {}, []
-    for k, case in enumerate(case_ids):
-        image, label = (np.asarray(a) for a in load_case(Path(ingest_dir), case))
-        with autocast:
-            pred = predict_case(method.predict, image, patch, stride, len(SYNAPSE), device)
-        per_case[case] = case_scores(pred, label, ORGANS)
-        write_nifti(Path(out_dir) / "predictions" / f"{case}.nii.gz", pred)
-        if k < save_slices:
-            z = best_slice(label)
-            examples.append({"case": case, "slice": z, "image": image[z].tolist(), "label": label[z].tolist(),
-                             "prediction": pred[z].tolist()})
-    return {"per_case": {c: {str(o): s for o, s in v.items()} for c, v in per_case.items()}, "examples": examples}
+    def __init__(self, checkpoint: str, ingest_dir: str, patch: tuple[int, int, int], stride: tuple[int, int],
+                 out_dir: str, save_slices: int, use_gpu: bool):
+        self.hold(torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu"))
+        self.method = load_method(Path(checkpoint), self.device)
+        self.ingest_dir, self.patch, self.stride = Path(ingest_dir), patch, stride
+        self.out_dir, self.save_slices = Path(out_dir), save_slices
+
+    def __call__(self, case_ids: list[str], first: int) -> dict[str, Any]:
+        from stages.synapse.cases import load_case, write_nifti
+
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        per_case, examples = {}, []
+        for k, case in enumerate(case_ids, first):
+            image, label = (np.asarray(a) for a in load_case(self.ingest_dir, case))
+            with autocast:
+                pred = predict_case(self.method.predict, image, self.patch, self.stride, len(SYNAPSE), self.device)
+            per_case[case] = case_scores(pred, label, ORGANS)
+            write_nifti(self.out_dir / "predictions" / f"{case}.nii.gz", pred)
+            if k < self.save_slices:
+                z = best_slice(label)
+                examples.append({"case": case, "slice": z, "image": image[z].tolist(), "label": label[z].tolist(),
+                                 "prediction": pred[z].tolist()})
+        return {"per_case": per_case, "examples": examples}
 
 
 def save_examples(examples: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
@@ -93,20 +101,21 @@ def save_examples(examples: list[dict[str, Any]], out_dir: Path) -> list[dict[st
 def evaluate(ctx: StageContext) -> StageResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray
-
-    from pipeline.shards import init_ray
 
     v, train_dir = ctx.cfg.volumes, ctx.inputs["train"]
     rows = pq.read_table(ctx.inputs["ingest"] / "index.parquet", columns=["image_id", "split"]).to_pylist()
     cases = sorted(r["image_id"] for r in rows if r["split"] == "test")
     if not cases:
         raise StageError(f"{ctx.inputs['ingest'] / 'index.parquet'}: no test case to evaluate")
-    init_ray(ctx.cfg.cluster, ctx.workdir / "logs")
-    task = ray.remote(evaluate_cases).options(num_gpus=ctx.cfg.eval.num_gpus, num_cpus=ctx.cfg.eval.num_cpus)
-    result = ray.get(task.remote(str(train_dir / CHECKPOINT), str(ctx.inputs["ingest"]), cases, tuple(v.patch),
-                                 tuple(v.stride), str(ctx.out_dir), v.save_slices, ctx.cfg.eval.num_gpus > 0))
-    per_case = {c: {int(o): tuple(s) for o, s in scores.items()} for c, scores in result["per_case"].items()}
+    per_case, examples = {}, []
+
+    def fold(part: dict[str, Any]) -> None:
+        per_case.update(part["per_case"])
+        examples.extend(part["examples"])
+
+    args = (str(train_dir / CHECKPOINT), str(ctx.inputs["ingest"]), tuple(v.patch), tuple(v.stride), str(ctx.out_dir),
+            v.save_slices, ctx.cfg.eval.num_gpus > 0)
+    evaluate_on_ray(ctx, CaseEvaluator, args, cases, 1, "cases", fold)
     per_organ, mean_dsc, mean_asd = summarise(per_case, ORGANS)
     names = SYNAPSE.names
     metrics = {"task": "synapse", "cases": len(cases), "mean_dsc": mean_dsc, "mean_asd": mean_asd,
@@ -116,6 +125,6 @@ def evaluate(ctx: StageContext) -> StageResult:
                                         for c, scores in per_case.items() for o, s in scores.items()]),
                   ctx.out_dir / "per_case.parquet")
     setup = read_setup(train_dir)
-    write_json({**setup, "train_dir": str(train_dir), "examples": save_examples(result["examples"], ctx.out_dir)},
+    write_json({**setup, "train_dir": str(train_dir), "examples": save_examples(examples, ctx.out_dir)},
                ctx.out_dir / "run.json")
     return StageResult(len(cases), {"mean_dsc": mean_dsc, "mean_asd": mean_asd})
