@@ -233,7 +233,21 @@ class PathsConfig(Section):
     workdir: Path = Path("runs/demo")
 
 
+def import_plugins(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """Import each plugin module (it registers its datasets, methods or tasks when imported): in every process
+    that validates the config, Ray's workers included."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"cannot import plugin module {module!r} ({err})") from None
+    return modules
+
+
 class Config(Section):
+    plugins: tuple[str, ...] = ()  # modules that register datasets, 3D methods or tasks (docs/ARCHITECTURE.md)
     task: str = "street"  # a registered task (stages.tasks): street (SSDA on street scenes), synapse (3D CT, Table 5)
     data: DataConfig = DataConfig()
     caption: CaptionConfig = CaptionConfig()
@@ -245,6 +259,8 @@ class Config(Section):
     cluster: ClusterConfig = ClusterConfig()
     paths: PathsConfig = PathsConfig()
     volumes: VolumeConfig = VolumeConfig()
+
+    _plugins = field_validator("plugins", mode="after")(lambda cls, v: import_plugins(v))
 
 
 def colour_jitter_for(t: TrainConfig, labelled_target: int) -> float:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, import_plugins
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import content_hash, write_parquet
@@ -86,15 +86,16 @@ def check_sample(sample: Sample, layout: str) -> Check:
     return size[1], size[0], content_hash(image_bytes), label_hash
 
 
-def _check_chunk(args: tuple[list[Sample], str]) -> list[Check]:
-    samples, layout = args
+def _check_chunk(args: tuple[list[Sample], str, tuple[str, ...]]) -> list[Check]:
+    samples, layout, plugins = args
+    import_plugins(plugins)  # a spawned process: a plugin's dataset registers itself again
     return [check_sample(s, layout) for s in samples]
 
 
-def check_samples(samples: list[Sample], layout: str, label: str) -> list[Check]:
+def check_samples(samples: list[Sample], layout: str, label: str, plugins: tuple[str, ...] = ()) -> list[Check]:
     """``check_sample`` over many files, in parallel processes, with a progress bar."""
     chunk = 256
-    chunks = [(samples[i:i + chunk], layout) for i in range(0, len(samples), chunk)]
+    chunks = [(samples[i:i + chunk], layout, plugins) for i in range(0, len(samples), chunk)]
     results: list[Check] = []
     # spawn, not fork: the driver may already run Ray and torch threads
     pool = ProcessPoolExecutor(mp_context=get_context("spawn")) if len(chunks) > 1 else None
@@ -125,7 +126,7 @@ def run(ctx: StageContext) -> StageResult:
         samples = list_samples(layout, root)
         if not samples:
             raise StageError(f"data.{role}.root: no {layout} images under {root} (expected {dataset(layout).LAYOUT})")
-        checks = check_samples(samples, layout, role)
+        checks = check_samples(samples, layout, role, ctx.cfg.plugins)
         rejected += [(str(s.image_path), c) for s, c in zip(samples, checks, strict=True) if isinstance(c, str)]
         for s, check in zip(samples, checks, strict=True):
             if isinstance(check, str):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from models.sliding import sliding_window
+from pipeline.config import import_plugins
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json, write_parquet
 from stages.evaluation import Held, evaluate_on_ray
@@ -34,6 +35,7 @@ def load_method(checkpoint: Path, device: torch.device):
     from stages.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, device)
+    import_plugins(tuple(ckpt.meta.get("plugins", ())))  # a method registered by a plugin module
     v = ckpt.meta["config"]["volumes"]
     method = spec(v["method"]).build(ckpt.meta["num_classes"], v)
     for name, net in {**method.networks, **method.frozen}.items():

@@ -141,7 +141,7 @@ def optimizers_of(m: Method, cfg: Config) -> dict[str, torch.optim.Optimizer]:
 
 
 def checkpoint_meta(cfg: Config) -> dict[str, Any]:
-    return {"task": "synapse", "num_classes": NUM_CLASSES,
+    return {"task": "synapse", "num_classes": NUM_CLASSES, "plugins": list(cfg.plugins),
             "config": {"volumes": cfg.volumes.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}}
 
 

@@ -1,0 +1,41 @@
+"""A toy street dataset: ``frames/<split>/<stem>.png`` with ``masks/<split>/<stem>.png`` holding class ids as
+they are (Cityscapes trainIds, 255 ignored); predictions written the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stages.street import datasets
+from stages.street.datasets.classes import Sample
+
+LAYOUT = "frames/<split>/*.png with masks/<split>/*.png (class ids)"
+ROLES = ("source", "target")
+MAX_LABEL_ID = 255
+
+
+def samples(root: Path, name: str) -> list[Sample]:
+    return [Sample(f"{name}/{p.parent.name}/{p.stem}", p.parent.name, p, root / "masks" / p.parent.name / p.name)
+            for p in sorted((root / "frames").glob("*/*.png"))]
+
+
+def read_raw(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def to_train_ids(raw: np.ndarray) -> np.ndarray:
+    return raw.astype(np.uint8)
+
+
+def encode_prediction(pred: np.ndarray) -> np.ndarray:
+    return pred.astype(np.uint8)
+
+
+def prediction_name(stem: str) -> str:
+    return f"{stem}.png"
+
+
+datasets.register("flat_frames", __name__)
