@@ -109,6 +109,25 @@ def text_store(directory: Path, ids: list[str], dim: int):
     return TextEmbeddingStore(directory)
 
 
+def time_steps(name: str, next_fn, plain, steps: int, device: torch.device, t) -> None:
+    """Seconds per training step of ``plain`` on ``next_fn``'s batches, after a warm-up of 2 (and the peak
+    memory of the synthetic one on a GPU)."""
+    for k in range(2):
+        plain(next_fn(), k)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        plain(next_fn(), k)
+    sync(device)
+    seconds = (time.perf_counter() - t0) / steps
+    emit(name, seconds_per_step=round(seconds, 4), images_per_step=3 * t.batch_size, crop=t.crop_size,
+         loader_workers_per_stream=t.loader_workers, samples_per_s=round(3 * t.batch_size / seconds, 1))
+    if name == "train_step_synthetic" and device.type == "cuda":
+        emit("peak_memory", gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), what="training step")
+
+
 def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int) -> None:
     import stages.street.train.loop as loop
 
@@ -150,20 +169,7 @@ def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int
 
     for name, next_fn in (("train_step_synthetic", lambda: fixed),
                           ("train_step_loader", lambda: loop.next_batch(streams, store, cfg.model.max_tokens, device))):
-        for k in range(2):  # warm-up
-            plain(next_fn(), k)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        t0 = time.perf_counter()
-        for k in range(steps):
-            plain(next_fn(), k)
-        sync(device)
-        seconds = (time.perf_counter() - t0) / steps
-        emit(name, seconds_per_step=round(seconds, 4), images_per_step=3 * t.batch_size, crop=t.crop_size,
-             loader_workers_per_stream=t.loader_workers, samples_per_s=round(3 * t.batch_size / seconds, 1))
-        if name == "train_step_synthetic" and device.type == "cuda":
-            emit("peak_memory", gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), what="training step")
+        time_steps(name, next_fn, plain, steps, device, t)
     for k in range(steps):
         step(fixed, k, record=True)
     teacher, view = parts.pop("teacher_forward"), parts.pop("teacher_forward_and_mixing")

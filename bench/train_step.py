@@ -79,7 +79,7 @@ class InStepLanguage:
 def training_inputs(cfg, workdir: Path):
     fps = fingerprints(cfg)
     index = stage_dir(workdir, "ingest", fps["ingest"]) / "index.parquet"
-    from stages.index import dataset_roots
+    from stages.street.datasets import dataset_roots
 
     roots = {k: str(v) for k, v in dataset_roots(cfg.data, workdir).items()}
     return training_set(index, roots, read_split(stage_dir(workdir, "split", fps["split"])), cfg)

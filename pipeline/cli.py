@@ -228,8 +228,9 @@ def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = 
 
 
 
-def _checkpoint_file(path: Path) -> Path:
-    """A training run directory's checkpoint, or the file given; the street task's only (predict, export)."""
+def _checkpoint_file(path: Path) -> tuple[Path, str]:
+    """A training run directory's checkpoint, or the file given, and its task: one whose task predicts (its
+    ``PREDICTS``: the street task's; predict, export)."""
     from stages.checkpoint import CheckpointError, read_meta
     from stages.trained import CHECKPOINT
 
@@ -244,7 +245,7 @@ def _checkpoint_file(path: Path) -> Path:
                           f"{task} task's predictions are NIfTI files in evaluate/<fingerprint>/predictions/)",
                           soft_wrap=True)
         raise typer.Exit(1)
-    return path
+    return path, task
 
 
 @app.command()
@@ -261,17 +262,17 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
                                                  "image, for cityscapesscripts and the benchmark server).")] = "colour",
             ) -> None:
     """Segment your own images: caption and embed each one with the run's language models, then predict."""
-    from pipeline.predict import expand_images, load_predictor, predict_images
-
+    checkpoint_file, task = _checkpoint_file(checkpoint)
+    predicting = task_of(task).predictor()  # the task's own predict module
     try:
         if format_ not in ("colour", "labelids"):
             raise ValueError(f"--format: {format_!r} is not colour or labelids")
-        paths = expand_images(images)
-        predictor = load_predictor(_checkpoint_file(checkpoint), model, set_ or [])
+        paths = predicting.expand_images(images)
+        predictor = predicting.load_predictor(checkpoint_file, model, set_ or [])
     except (ValueError, OSError, ConfigError) as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
-    result = predict_images(predictor, paths, out_dir, batch_size, label_ids=format_ == "labelids")
+    result = predicting.predict_images(predictor, paths, out_dir, batch_size, label_ids=format_ == "labelids")
     out.print(f"{len(result.written)} images predicted into {out_dir}" +
               (f"; {len(result.skipped)} skipped" if result.skipped else ""))
     if not result.written:
@@ -303,7 +304,7 @@ def export(source: Annotated[Path, typer.Argument(help="A training run directory
     """Write the teacher (or student) weights alone, with the config that rebuilds them, for `predict`."""
     from stages.checkpoint import CheckpointError, export_model
 
-    path = _checkpoint_file(source)
+    path, _ = _checkpoint_file(source)
     try:
         export_model(path, model, out_file)
     except (CheckpointError, ValueError) as err:

@@ -21,6 +21,9 @@ from models.volumes import methods
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
+SCENE_DESCRIPTIONS = "demo"  # caption.captions_file's keyword: a generated world's own scene descriptions
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
@@ -95,7 +98,7 @@ class CaptionConfig(Section):
     @field_validator("captions_file")
     @classmethod
     def _captions_exist(cls, value: Path | str | None) -> Path | str | None:
-        return value if value == "demo" else _existing_path(value)
+        return value if value == SCENE_DESCRIPTIONS else _existing_path(value)
 
 
 class TextConfig(Section):
@@ -169,17 +172,15 @@ class ClusterConfig(Section):
 class VolumeDataConfig(Section):
     """The volumetric task's data (``task: synapse``): Synapse in its released or DHC's preprocessed layout."""
 
-    name: Literal["demo", "synapse"] = "demo"  # demo: CT-like volumes generated under <workdir>/data/demo
-    root: Path | None = None  # synapse: imagesTr/img00XX.nii.gz + labelsTr/label00XX.nii.gz, or <case>_image.npy + <case>_label.npy
-    layout: Literal["auto", "nifti", "npy"] = "auto"  # auto: nifti when imagesTr/ is there, else npy
+    name: str = "demo"  # a registered dataset (stages.synapse.datasets): synapse, or demo (CT-like volumes generated under <workdir>/data/demo)
+    root: Path | None = None  # synapse: the download (RawData/Training/{img,label}/), imagesTr/+labelsTr/, or DHC's npy/
+    layout: Literal["auto", "raw", "nifti", "npy"] = "auto"  # auto: the first found of raw, nifti (imagesTr/), npy
     splits: Path | None = None  # a folder with train.txt, eval.txt, test.txt; None: GenericSSL's Synapse split (shipped)
     hu_window: tuple[float, float] = (-75.0, 275.0)  # intensities clipped to it, then scaled to [0, 1] per volume
     halve: bool = True  # halve the in-plane size (H, W), as DHC does; depth kept
 
     @model_validator(mode="after")
-    def _root(self) -> VolumeDataConfig:
-        if self.name != "demo" and self.root is None:
-            raise ValueError("root: required for synapse (the folder holding imagesTr/ and labelsTr/, or the .npy files)")
+    def _root(self) -> VolumeDataConfig:  # which dataset needs a root: ingest's check_config (the registry)
         for key in ("root", "splits"):
             value = getattr(self, key)
             if value is not None and not Path(value).expanduser().exists():

@@ -12,8 +12,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import DataConfig
-
 INDEX_FILE = "index.parquet"
 SPLIT_FILE = "labelled.txt"  # written by the split stage: one labelled image id per line
 DEMO_DIR = Path("data") / "demo"  # under the work directory
@@ -29,14 +27,6 @@ INDEX_SCHEMA = pa.schema([
     ("label_hash", pa.string()),
     ("height", pa.int32()), ("width", pa.int32()),
 ])
-
-
-def dataset_roots(data: DataConfig, workdir: Path) -> dict[str, Path]:
-    """Absolute root of the source and target datasets (the demo world lives in the work directory)."""
-    from stages.street.datasets import domain_root
-
-    return {role: domain_root(dom.name, dom.root, role, workdir)
-            for role, dom in (("source", data.source), ("target", data.target))}
 
 
 def resolve_rows(rows: list[dict[str, Any]], roots: dict[str, Path | str]) -> list[dict[str, Any]]:

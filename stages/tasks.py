@@ -14,7 +14,8 @@ A task is a package whose ``__init__`` (light: no torch) defines:
   fingerprint reads of the config;
 - ``results(metrics) -> [renderables]``: what ``run`` prints of an evaluation;
 - optional: ``DEFAULT_SPLIT_FILE`` (the labelled list without ``data.split_file``), ``SWEEP_LABELLED`` (an error
-  message when labelled counts make no sense for it), ``PREDICTS`` (``predict``/``export`` serve its checkpoints),
+  message when labelled counts make no sense for it), ``PREDICTS`` and ``predictor()`` (``predict``/``export`` serve
+  its checkpoints with that module),
   ``notes(cfg) -> [str]`` (warnings before a grid).
 """
 

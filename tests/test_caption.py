@@ -20,8 +20,9 @@ from pipeline.runner import fingerprints, open_manifest, rejected_files, run_pip
 from pipeline.shards import ShardPool, map_shards
 from pipeline.stage import StageContext, StageError
 from pipeline.store import read_parquet
-from stages.index import INDEX_FILE, dataset_roots, read_index
+from stages.index import INDEX_FILE, read_index
 from stages.street.caption import CaptionBatch, decode_batch
+from stages.street.datasets import dataset_roots
 from tests.conftest import small_overrides
 
 

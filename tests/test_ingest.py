@@ -16,9 +16,9 @@ from PIL import Image
 from pipeline.config import ConfigError, load_config
 from pipeline.runner import fingerprints, rejected_files, run_pipeline, stage_dir
 from pipeline.stage import StageError
-from stages.index import INDEX_FILE, INDEX_SCHEMA, SPLIT_FILE, dataset_roots, read_index, read_split
+from stages.index import INDEX_FILE, INDEX_SCHEMA, SPLIT_FILE, read_index, read_split
 from stages.split import labelled_split
-from stages.street.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, load_label
+from stages.street.datasets import CITYSCAPES_ID_TO_TRAIN, CLASS_SETS, dataset_roots, load_label
 from stages.street.datasets.synthia import SYNTHIA_ID_TO_TRAIN
 
 H, W = 4, 6

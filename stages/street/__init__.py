@@ -68,3 +68,10 @@ def results(metrics: dict[str, Any]) -> list[Any]:
     for name, iou in metrics["per_class"].items():
         table.add_row(name, "-" if math.isnan(iou) else f"{100 * iou:.1f}")
     return [table, *(f"{key}: {100 * metrics[key]:.2f}" for key in metrics if key.startswith("mIoU"))]
+
+
+def predictor() -> Any:
+    """The module ``semidavil predict`` runs for this task's checkpoints (``stages.street.predict``)."""
+    from stages.street import predict
+
+    return predict

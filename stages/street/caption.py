@@ -16,12 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import SCENE_DESCRIPTIONS, Config, ConfigError
 from pipeline.progress import console
 from pipeline.shards import ShardPool, map_shards, node_id, write_shards
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet
-from stages.index import DEMO_DIR, INDEX_FILE, dataset_roots, resolve_rows
+from stages.index import DEMO_DIR, INDEX_FILE, resolve_rows
+from stages.street.datasets import dataset_roots
 from stages.street.demo_world import CAPTIONS_FILE, world_keys
 from stages.street.user_captions import CaptionStats, file_digest, read_captions_file
 
@@ -37,13 +38,13 @@ def check_config(cfg: Config) -> None:
     """``caption.captions_file: demo`` reads a generated world's scene descriptions: one of the domains must be it."""
     from stages.street.datasets import dataset
 
-    if cfg.caption.captions_file == "demo" and not any(
+    if cfg.caption.captions_file == SCENE_DESCRIPTIONS and not any(
             dataset(d.name).SCENE_DESCRIPTIONS for d in (cfg.data.source, cfg.data.target)):
         raise ConfigError("caption.captions_file: 'demo' (the demo world's scene descriptions) needs the demo world")
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    if cfg.caption.captions_file == "demo":  # the demo world's descriptions: a function of the world's keys
+    if cfg.caption.captions_file == SCENE_DESCRIPTIONS:  # the demo world's descriptions: a function of the world's keys
         return {"caption": {"captions_file": "demo world scene descriptions"}, "demo": world_keys(cfg.data.demo)}
     if cfg.caption.captions_file is not None:  # no model runs: the file's content is all that counts
         return {"caption": {"captions_file": file_digest(cfg.caption.captions_file)}}
@@ -102,7 +103,7 @@ class CaptionBatch:
 def from_file(ctx: StageContext, index: pa.Table) -> dict[str, Any]:
     """The user's captions file as the stage's shards (no model runs)."""
     path = ctx.cfg.caption.captions_file
-    path = ctx.workdir / DEMO_DIR / CAPTIONS_FILE if path == "demo" else path
+    path = ctx.workdir / DEMO_DIR / CAPTIONS_FILE if path == SCENE_DESCRIPTIONS else path
     captions = read_captions_file(path, index.to_pylist())
     ids = sorted(captions)
     n = len(ids)

@@ -27,8 +27,8 @@ from pipeline.config import Config, ConfigError, import_plugins
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import content_hash, write_parquet
-from stages.index import INDEX_FILE, INDEX_SCHEMA, dataset_roots, index_digests, record_rejected
-from stages.street.datasets import Sample, check_domain, dataset, layout_of, list_samples, read_raw_label
+from stages.index import INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected
+from stages.street.datasets import Sample, check_domain, dataset, dataset_roots, layout_of, list_samples, read_raw_label
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage

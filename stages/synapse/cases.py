@@ -1,8 +1,12 @@
 """CT volumes of the volumetric task: Synapse's layouts, reading, checks and DHC's preprocessing.
 
-Layouts of a Synapse root:
-- released (``nifti``): ``imagesTr/img00XX.nii.gz`` and ``labelsTr/label00XX.nii.gz``, read with nibabel;
-- DHC's preprocessed (``npy``): ``00XX_image.npy`` and ``00XX_label.npy``, Hounsfield units on the volume's grid.
+Layouts of a Synapse root (``LAYOUTS``; ``auto`` takes the first that is there):
+- the download (``raw``): ``RawData/Training/img/img00XX.nii.gz`` and ``RawData/Training/label/label00XX.nii.gz``
+  (``root`` the folder holding ``RawData/``, ``RawData/`` itself, or ``Training/``), read with nibabel;
+- renamed (``nifti``): ``imagesTr/img00XX.nii.gz`` and ``labelsTr/label00XX.nii.gz`` (MONAI's model zoo, DHC's
+  ``code/data/preprocess.py``);
+- DHC's arrays (``npy``): ``npy/00XX_image.npy`` and ``npy/00XX_label.npy`` (as DHC writes them; or directly in
+  the root), Hounsfield units on the volume's grid.
 
 Arrays are D×H×W as DHC has them (SimpleITK's z, y, x order: nibabel's x, y, z transposed). Preprocessing, as
 DHC: intensities clipped to the HU window [−75, 275] and scaled to [0, 1] by the volume's own min and max, then
@@ -28,18 +32,48 @@ class Case:
     label_path: Path
 
 
-def case_files(root: Path, case_id: str, layout: str) -> tuple[Path, Path]:
-    root = Path(root)
-    if layout == "nifti":
-        return root / "imagesTr" / f"img{case_id}.nii.gz", root / "labelsTr" / f"label{case_id}.nii.gz"
-    return root / f"{case_id}_image.npy", root / f"{case_id}_label.npy"
+@dataclass(frozen=True)
+class Layout:
+    """Where a layout keeps its cases: the folders under the root it may start at (first found wins), and the
+    image and label file of a case relative to that folder."""
+
+    bases: tuple[str, ...]
+    probe: str  # a folder (or file pattern) that marks the layout under a base
+    image: str  # with {case}
+    label: str
+
+
+LAYOUTS = {
+    "raw": Layout(("RawData/Training", "Training", "."), "img", "img/img{case}.nii.gz", "label/label{case}.nii.gz"),
+    "nifti": Layout((".",), "imagesTr", "imagesTr/img{case}.nii.gz", "labelsTr/label{case}.nii.gz"),
+    "npy": Layout(("npy", "."), "*_image.npy", "{case}_image.npy", "{case}_label.npy"),
+}
+
+
+def layout_base(root: Path, layout: str) -> Path | None:
+    """The folder under ``root`` that holds ``layout``'s files, or None."""
+    spec = LAYOUTS[layout]
+    for base in spec.bases:
+        folder = Path(root) / base
+        if (folder / spec.probe).is_dir() or (folder.is_dir() and any(folder.glob(spec.probe))):
+            return folder
+    return None
 
 
 def detect_layout(root: Path, layout: str) -> str:
-    """``auto``: the released layout when ``imagesTr/`` is there, else DHC's npy files."""
-    if layout != "auto":
-        return layout
-    return "nifti" if (Path(root) / "imagesTr").is_dir() else "npy"
+    """``layout``, or with ``auto`` the first of ``LAYOUTS`` found under ``root``; an error listing every place
+    looked at when none is there."""
+    for name in LAYOUTS if layout == "auto" else (layout,):
+        if layout_base(root, name) is not None:
+            return name
+    looked = "; ".join(f"{name}: {', '.join(str(Path(root) / b / LAYOUTS[name].probe) for b in LAYOUTS[name].bases)}"
+                       for name in (LAYOUTS if layout == "auto" else (layout,)))
+    raise FileNotFoundError(f"no Synapse layout under {root} (looked for {looked})")
+
+
+def case_files(root: Path, case_id: str, layout: str) -> tuple[Path, Path]:
+    base, spec = layout_base(root, layout) or Path(root), LAYOUTS[layout]
+    return base / spec.image.format(case=case_id), base / spec.label.format(case=case_id)
 
 
 def read_split_lists(folder: Path) -> dict[str, list[str]]:

@@ -16,13 +16,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import content_hash, write_atomic, write_parquet
-from stages.index import DEMO_DIR, INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected, split_file_lines
+from stages.index import INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected, split_file_lines
 from stages.synapse import DEFAULT_SPLIT_FILE
 from stages.synapse.cases import VOLUMES
+from stages.synapse.datasets import volume_dataset
 
 NAME = "ingest"
 VERSION = 1
@@ -35,40 +36,46 @@ def splits_folder(cfg: Config) -> Path:
 
 
 def data_root(cfg: Config, workdir: Path) -> Path:
-    """The Synapse root, or where the demo volumes are written (under the work directory)."""
-    data = cfg.volumes.data
-    if data.name == "demo":
-        return Path(workdir).resolve() / DEMO_DIR / "synapse"
-    return Path(data.root).expanduser().resolve()
+    """The dataset's root: the configured one, or where a generated dataset (the demo volumes) is written."""
+    return volume_dataset(cfg.volumes.data.name).root(cfg, workdir)
+
+
+def check_config(cfg: Config) -> None:
+    """The dataset is registered (``stages.synapse.datasets``) and has the root it needs."""
+    try:
+        spec = volume_dataset(cfg.volumes.data.name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if spec.NEEDS_ROOT and cfg.volumes.data.root is None:
+        raise ConfigError(f"volumes.data.root: required for {cfg.volumes.data.name} (the folder holding RawData/, "
+                          "imagesTr/ and labelsTr/, or DHC's npy/)")
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    v = cfg.volumes
+    v, spec = cfg.volumes, volume_dataset(cfg.volumes.data.name)
     lists = {name: [e for _, e in split_file_lines(splits_folder(cfg) / name)]
              for name in ("train.txt", "eval.txt", "test.txt")}
-    keys = {"name": v.data.name, "root": None if v.data.name == "demo" else str(data_root(cfg, Path("."))),
-            "layout": v.data.layout, "hu_window": list(v.data.hu_window), "halve": v.data.halve, "splits": lists}
-    if v.data.name == "demo":
-        keys["demo"] = v.demo.model_dump(mode="json")
+    keys = {"name": v.data.name, "root": str(data_root(cfg, Path("."))) if spec.NEEDS_ROOT else None,
+            "layout": v.data.layout, "hu_window": list(v.data.hu_window), "halve": v.data.halve, "splits": lists,
+            **spec.fingerprint_keys(cfg)}
     return {"volumes": {"data": keys}}
 
 
 def run(ctx: StageContext) -> StageResult:
     import numpy as np
 
-    from stages.synapse import demo as volume_demo
-    from stages.synapse.cases import check_case, detect_layout, list_cases, preprocess, read_split_lists
+    from stages.synapse.cases import check_case, list_cases, preprocess, read_split_lists
 
-    v, root = ctx.cfg.volumes, data_root(ctx.cfg, ctx.workdir)
+    v, root, spec = ctx.cfg.volumes, data_root(ctx.cfg, ctx.workdir), volume_dataset(ctx.cfg.volumes.data.name)
     try:
         lists = read_split_lists(splits_folder(ctx.cfg))
     except FileNotFoundError as err:
         raise StageError(f"volumes.data.splits: {err}") from None
-    if v.data.name == "demo":
-        d = v.demo
-        volume_demo.generate(root, [c for ids in lists.values() for c in ids], (d.depth, d.height, d.width), d.seed,
-                             d.noise)
-    layout = "nifti" if v.data.name == "demo" else detect_layout(root, v.data.layout)
+    spec.prepare(root, ctx.cfg, lists)
+    try:
+        layout = spec.layout(root, v.data.layout)
+    except FileNotFoundError as err:
+        raise StageError(f"volumes.data.root: {err}") from None
     cases = list_cases(root, layout, lists)
     rows: dict[str, list] = {name: [] for name in VOLUME_INDEX_SCHEMA.names}
     rejected: list[tuple[str, str]] = []

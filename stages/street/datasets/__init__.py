@@ -100,3 +100,9 @@ def eval_class_sets(source: str) -> tuple[int, ...]:
 def paper_table3(source: str, target: str) -> dict[str, Any]:
     """The paper's Table 3 for this benchmark: {"labelled": counts, "rows": {components: mIoUs}}, or {}."""
     return dataset(source).PAPER_TABLE3.get(target, {}) if source in names() else {}
+
+
+def dataset_roots(data: Any, workdir: Path) -> dict[str, Path]:
+    """Absolute root of the source and target datasets (the demo world lives in the work directory)."""
+    return {role: domain_root(dom.name, dom.root, role, workdir)
+            for role, dom in (("source", data.source), ("target", data.target))}

@@ -17,8 +17,8 @@ from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
 from stages.evaluation import Held, evaluate_on_ray
-from stages.index import INDEX_FILE, dataset_roots, read_index
-from stages.street.datasets import colourise, dataset, load_label
+from stages.index import INDEX_FILE, read_index
+from stages.street.datasets import colourise, dataset, dataset_roots, load_label
 from stages.street.images import read_rgb, resize_image
 from stages.street.language import TextEmbeddingStore, served_captions
 from stages.street.metrics import confusion, iou_per_class, miou

@@ -34,7 +34,8 @@ from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from stages import training
 from stages.checkpoint import Checkpoint
-from stages.index import INDEX_FILE, dataset_roots, read_index, read_split
+from stages.index import INDEX_FILE, read_index, read_split
+from stages.street.datasets import dataset_roots
 from stages.street.language import TextEmbeddingStore
 from stages.street.loader import STREAMS, Streams, default_workers, stream
 from stages.tasks import task_of
