@@ -154,3 +154,17 @@ def test_payload_changes_name_keys_inputs_and_versions():
     old = payload("train", 1, {"loss": {"omega": 0.5}, "train": {"lr": 1}}, {"split.labelled": "a"})
     new = payload("train", 2, {"loss": {"omega": 0.7}, "train": {"lr": 1}}, {"split.labelled": "b"})
     assert payload_changes(old, new) == ["stage version 1 → 2", "loss.omega: 0.5 → 0.7", "input split.labelled differs"]
+
+
+# What the code before the plug-in layout (commit 9ed4eff) computed for the small demo config once its world was
+# ingested and split: a work directory it made keeps its captions and text embeddings (docs/ARCHITECTURE.md).
+BEFORE_PLUGINS = {"caption": "beddb8d244d6554217dcfd3d7a753239ed4d03d0c68e6db0718057b332c01b3d",
+                  "embed_text": "eb4ba07941cca5f1bfe044372911ff20677dbd982d2c411913b2f8a97e6cc9b9"}
+
+
+def test_captions_and_embeddings_of_a_work_directory_made_before_the_plugin_layout_are_reused(tmp_path):
+    cfg = load_config(None, small_overrides(tmp_path / "w"))
+    run_pipeline(cfg, only=["ingest"])
+    run_pipeline(cfg, only=["split"])
+    fps = fingerprints(cfg)
+    assert {stage: fps[stage] for stage in BEFORE_PLUGINS} == BEFORE_PLUGINS
