@@ -220,6 +220,9 @@ class VolumeConfig(Section):
     dyce_unsup: bool = False  # DHC with loss.dyce: its unsupervised CE terms class-balanced by Eq. 9 too (every pseudo-labelled voxel, no mining, ω = loss.omega)
     stride: tuple[int, int] = (32, 16)  # sliding-window strides (in-plane, depth): DHC's test.py
     save_slices: int = Field(3, ge=0)  # test cases whose middle slices the report shows
+    eval_every: int = Field(80, ge=0)  # DHC's model selection: mean DSC of the eval cases every so many steps, the best kept (0: off)
+    patience: int = Field(0, ge=0)  # stop after this many evaluations without a better mean DSC (DHC: 100 epochs = 10 evaluations); 0: never
+    checkpoint: Literal["best", "last"] = "best"  # which networks evaluate tests: the best on the eval cases (DHC), or the last
 
     @model_validator(mode="after")
     def _patch(self) -> VolumeConfig:

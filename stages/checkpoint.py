@@ -159,7 +159,8 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Che
     header = _read_header(path)  # refuses anything but our safetensors files before any tensor is read
     tensors = load_file(str(path), device=str(device))
     rng = {**header["rng"], **{k: v.cpu() for k, v in _by_prefix(tensors, "rng.").items()}}
-    opt_headers = header.get("optimizers") or {"optimizer": header["optimizer"]}  # files before several optimizers
+    opt_headers = header["optimizers"] if "optimizers" in header else {"optimizer": header["optimizer"]}  # files
+    # before several optimizers had one; a best checkpoint (model selection) has none
     networks = header.get("networks", list(NETWORKS))
     return Checkpoint(header["step"], {n: _by_prefix(tensors, f"{n}.") for n in networks},
                       {n: _join_optimizer(h, _by_prefix(tensors, f"{n}.")) for n, h in opt_headers.items()},

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT = "checkpoints/last.safetensors"
+BEST = "checkpoints/best.safetensors"  # the networks at the best evaluation during training (model selection)
 METRICS = "metrics.jsonl"
 SETUP = "setup.json"  # what this training actually used: the report's CT/DyCE/VLP/DLG columns
 

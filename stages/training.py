@@ -209,7 +209,7 @@ def run_training(config: dict[str, Any], t: TrainConfig, cluster: ClusterConfig,
     with follow_training(out_dir, t.iterations):
         fit_on_ray(config, t, name, func)
     metrics = read_metrics(out_dir)
-    if not metrics or metrics[-1]["step"] != t.iterations:
+    if not metrics or (metrics[-1]["step"] != t.iterations and not metrics[-1].get("stopped_early")):
         raise StageError(f"{out_dir / METRICS}: training ended before step {t.iterations}")
     return metrics[-1]
 
@@ -240,21 +240,26 @@ def open_run(config: dict[str, Any]) -> Run:
 
 
 def fit_steps(run: Run, start: int, optimise: Callable[[int], dict[str, torch.Tensor]],
-              progress_logs: Callable[[], dict[str, Any]], save: Callable[[int, dict[str, Any]], None]
-              ) -> dict[str, float]:
-    """Steps ``start`` .. ``train.iterations``: ``optimise(step)`` returns the step's logs (tensors); every
-    ``log_every`` steps they are read (the only wait for the device), with ``progress_logs()`` (lr, ...), and
-    logged; every ``checkpoint_every`` steps ``save(done, logs)``. Returns the last logs."""
+              progress_logs: Callable[[], dict[str, Any]], save: Callable[[int, dict[str, Any]], None],
+              after: Callable[[int], bool] | None = None) -> dict[str, float]:
+    """Steps ``start`` .. ``train.iterations``: ``optimise(step)`` returns the step's logs (tensors); ``after(done)``
+    (model selection) may end the training early by returning True. Every ``log_every`` steps the logs are read (the
+    only wait for the device), with ``progress_logs()`` (lr, ...), and logged; every ``checkpoint_every`` steps, and
+    at the end, ``save(done, logs)``. Returns the last logs (``stopped_early`` when ``after`` ended it)."""
     t, logs, tic = run.cfg.train, {}, time.perf_counter()
     for step in range(start, t.iterations):
         step_logs = optimise(step)
         done = step + 1
-        if done % t.log_every == 0 or done == t.iterations:
+        stop = bool(after and after(done))
+        if done % t.log_every == 0 or done == t.iterations or stop:
             logs = {k: v.tolist() for k, v in step_logs.items()} | {"step": done, **progress_logs()} | {
                 "workers": run.world, "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
+            logs |= {"stopped_early": True} if stop else {}
             log_step(run.out_dir, logs, run.rank, t.iterations)
-        if done % t.checkpoint_every == 0 or done == t.iterations:
+        if done % t.checkpoint_every == 0 or done == t.iterations or stop:
             save(done, logs | {"step": done})
+        if stop:
+            break
     return logs
 
 

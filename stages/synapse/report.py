@@ -19,7 +19,8 @@ from stages.synapse import SYNAPSE
 
 ORGANS = [SYNAPSE.names[o] for o in SYNAPSE.subsets["organs"]]
 TEMPLATE = Path(__file__).with_name("report.html.j2")
-CURVES = (("loss", "total loss"), ("loss_sup", "supervised"), ("loss_unsup", "unsupervised"), ("lr", "learning rate"))
+CURVES = (("loss", "total loss"), ("loss_sup", "supervised"), ("loss_unsup", "unsupervised"), ("lr", "learning rate"),
+          ("eval_dsc", "mean DSC on the eval cases (model selection)"))
 
 
 def row_key(run: dict[str, Any]) -> tuple[str, bool]:

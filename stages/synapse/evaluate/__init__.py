@@ -16,14 +16,15 @@ from pipeline.config import Config
 from pipeline.stage import StageContext, StageResult
 
 NAME = "evaluate"
-VERSION = 1
+VERSION = 2  # 2: the best checkpoint on the eval cases by default (volumes.checkpoint)
 INPUTS = ("ingest", "train")
 INPUT_DIGESTS = {"ingest": "index"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     v = cfg.volumes
-    return {"volumes": {"patch": list(v.patch), "stride": list(v.stride), "save_slices": v.save_slices}}
+    return {"volumes": {"patch": list(v.patch), "stride": list(v.stride), "save_slices": v.save_slices,
+                        "checkpoint": v.checkpoint}}
 
 
 def run(ctx: StageContext) -> StageResult:

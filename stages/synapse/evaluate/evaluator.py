@@ -8,26 +8,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.sliding import sliding_window
 from pipeline.config import import_plugins
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import write_json, write_parquet
+from stages.checkpoint import checkpoint_step
 from stages.evaluation import Held, evaluate_on_ray
 from stages.synapse import SYNAPSE
+from stages.synapse.inference import predict_case
 from stages.synapse.metrics import case_scores, summarise
-from stages.trained import CHECKPOINT, read_setup
+from stages.trained import BEST, CHECKPOINT, read_setup
 
 ORGANS = SYNAPSE.subsets["organs"]
-
-
-def predict_case(predict, image: np.ndarray, patch: tuple[int, int, int], stride: tuple[int, int], num_classes: int,
-                 device: torch.device) -> np.ndarray:
-    """(D, H, W) image -> (D, H, W) labels by DHC's sliding windows (``stride`` = (in-plane, depth)): the softmax
-    of every window summed on the CPU, divided by the windows that saw each voxel, then argmax."""
-    vol = torch.from_numpy(np.ascontiguousarray(image)).float()[None, None]
-    probs = sliding_window(lambda crop: predict(crop.to(device)).float().softmax(1).cpu(), vol, patch,
-                           (stride[1], stride[0], stride[0]), num_classes)
-    return probs.argmax(1)[0].numpy().astype(np.uint8)
 
 
 def load_method(checkpoint: Path, device: torch.device):
@@ -100,6 +91,14 @@ def save_examples(examples: list[dict[str, Any]], out_dir: Path) -> list[dict[st
     return saved
 
 
+def chosen_checkpoint(train_dir: Path, choice: str) -> tuple[Path, str]:
+    """The checkpoint ``volumes.checkpoint`` asks for: ``best`` (the best mean DSC on the eval cases, DHC's
+    ``best_model.pth``) or ``last``; a run without model selection (``volumes.eval_every: 0``) has only the last."""
+    if choice == "best" and (train_dir / BEST).exists():
+        return train_dir / BEST, "best"
+    return train_dir / CHECKPOINT, "last"
+
+
 def evaluate(ctx: StageContext) -> StageResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -115,18 +114,21 @@ def evaluate(ctx: StageContext) -> StageResult:
         per_case.update(part["per_case"])
         examples.extend(part["examples"])
 
-    args = (str(train_dir / CHECKPOINT), str(ctx.inputs["ingest"]), tuple(v.patch), tuple(v.stride), str(ctx.out_dir),
+    checkpoint, which = chosen_checkpoint(train_dir, v.checkpoint)
+    args = (str(checkpoint), str(ctx.inputs["ingest"]), tuple(v.patch), tuple(v.stride), str(ctx.out_dir),
             v.save_slices, ctx.cfg.eval.num_gpus > 0)
     evaluate_on_ray(ctx, CaseEvaluator, args, cases, 1, "cases", fold)
     per_organ, mean_dsc, mean_asd = summarise(per_case, ORGANS)
     names = SYNAPSE.names
     metrics = {"task": "synapse", "cases": len(cases), "mean_dsc": mean_dsc, "mean_asd": mean_asd,
+               "checkpoint": which, "checkpoint_step": checkpoint_step(checkpoint),
                "per_class": {names[o]: {"dsc": d, "asd": a} for o, (d, a) in per_organ.items()}}
     write_json(metrics, ctx.out_dir / "metrics.json")
     write_parquet(pa.Table.from_pylist([{"case": c, "organ": names[o], "dsc": s[0], "asd": s[1]}
                                         for c, scores in per_case.items() for o, s in scores.items()]),
                   ctx.out_dir / "per_case.parquet")
     setup = read_setup(train_dir)
-    write_json({**setup, "train_dir": str(train_dir), "examples": save_examples(examples, ctx.out_dir)},
+    write_json({**setup, "train_dir": str(train_dir), "checkpoint": which,
+                "examples": save_examples(examples, ctx.out_dir)},
                ctx.out_dir / "run.json")
     return StageResult(len(cases), {"mean_dsc": mean_dsc, "mean_asd": mean_asd})

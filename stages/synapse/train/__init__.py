@@ -15,18 +15,20 @@ from pipeline.config import Config, ConfigError
 from pipeline.stage import StageContext, StageResult
 
 NAME = "train"
-VERSION = 1
+VERSION = 2  # 2: model selection on the eval cases (best.safetensors, selection.json, early stop)
 INPUTS = ("ingest", "split")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}
 TRAIN_KEYS = ("iterations", "batch_size", "lr", "weight_decay", "lr_power", "seed", "amp", "workers")
 UNSUP_KEYS = ("unsup_weight", "rampup")
+SELECTION_KEYS = ("eval_every", "patience", "stride")  # which networks are kept as the best, and when training stops
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     """The method, its network and its own keys (another method's keys change nothing), the loss and the run."""
     v = cfg.volumes
     kind = method_spec(v.method)
-    keys = ("method", "n_filters", "dropout", "patch", "momentum", *kind.KEYS, *(UNSUP_KEYS if kind.SEMI else ()))
+    keys = ("method", "n_filters", "dropout", "patch", "momentum", *kind.KEYS, *(UNSUP_KEYS if kind.SEMI else ()),
+            *SELECTION_KEYS)
     loss = {"dyce": cfg.loss.dyce, **({"hard_ratio": cfg.loss.hard_ratio, "omega": cfg.loss.omega,
                                        **kind.loss_keys(v)} if cfg.loss.dyce else {})}
     return {"volumes": {k: v.model_dump(mode="json")[k] for k in keys}, "loss": loss,

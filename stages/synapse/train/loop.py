@@ -11,6 +11,7 @@ class weights, DePL's class prior).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,14 @@ from models.volumes.methods import spec
 from models.volumes.parts import Batch3D, Method, StepContext, SupervisedCE, sigmoid_rampup
 from pipeline.config import Config
 from pipeline.stage import StageContext, StageError, StageResult
+from pipeline.store import write_json
 from stages import training
+from stages.checkpoint import save_state
 from stages.index import INDEX_FILE, read_split
 from stages.synapse import SYNAPSE
 from stages.synapse.cases import load_case
+from stages.synapse.inference import mean_dsc
+from stages.trained import BEST
 from stages.training import Run, distribute, latest_checkpoint, open_run, poly_lr, seed_step_rngs
 
 NUM_CLASSES = len(SYNAPSE)
@@ -145,6 +150,59 @@ def checkpoint_meta(cfg: Config) -> dict[str, Any]:
             "config": {"volumes": cfg.volumes.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}}
 
 
+# model selection, as DHC: the best mean DSC on the eval cases ------------------------------------------
+SELECTION = "selection.json"  # the best mean DSC so far, its step, the evaluations since (a resume reads it)
+
+
+@dataclass
+class Selection:
+    """DHC's model selection: every ``volumes.eval_every`` steps the mean DSC of the eval cases, the best networks
+    kept (``best.safetensors``); after ``volumes.patience`` evaluations without a better one, training stops."""
+
+    cases: dict[str, tuple[np.ndarray, np.ndarray]]  # the eval cases: id -> (image, label)
+    best: float = -1.0
+    best_step: int = 0
+    since: int = 0  # evaluations since the best
+    last: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"best_dsc": self.best, "best_step": self.best_step, "since_best": self.since, "last_dsc": self.last}
+
+
+def open_selection(out_dir: Path, ingest_dir: Path, eval_every: int) -> Selection:
+    """The eval cases (none when selection is off) and, on a resume, the selection so far."""
+    import pyarrow.parquet as pq
+
+    if not eval_every:
+        return Selection({})
+    rows = pq.read_table(ingest_dir / INDEX_FILE, columns=["image_id", "split"]).to_pylist()
+    cases = {r["image_id"]: load_case(ingest_dir, r["image_id"]) for r in rows if r["split"] == "val"}
+    if not cases:
+        raise StageError(f"{ingest_dir / INDEX_FILE}: no eval case for model selection (volumes.eval_every; 0: off)")
+    saved = json.loads((out_dir / SELECTION).read_text()) if (out_dir / SELECTION).exists() else {}
+    return Selection(cases, saved.get("best_dsc", -1.0), saved.get("best_step", 0), saved.get("since_best", 0),
+                     saved.get("last_dsc"))
+
+
+def select(w: Worker, done: int) -> bool:
+    """At an evaluation step: score the eval cases, keep the networks if they are the best so far; True when the
+    patience has run out."""
+    v, s = w.cfg.volumes, w.selection
+    if not v.eval_every or done % v.eval_every:
+        return False
+    s.last = mean_dsc(w.method, {c: tuple(map(np.asarray, a)) for c, a in s.cases.items()}, v.patch, v.stride,
+                      w.device)
+    if s.last > s.best:
+        s.best, s.best_step, s.since = s.last, done, 0
+        if w.rank == 0:
+            save_state(w.out_dir / BEST, done, w.saved(), {}, checkpoint_meta(w.cfg) | {"eval_dsc": s.last})
+    else:
+        s.since += 1
+    if w.rank == 0:
+        write_json(s.state(), w.out_dir / SELECTION)
+    return bool(v.patience) and s.since >= v.patience
+
+
 @dataclass
 class Worker(Run):
     """One rank's training, as ``setup_worker`` builds it: the loop runs ``optimise`` on it step by step."""
@@ -156,6 +214,7 @@ class Worker(Run):
     context: StepContext
     running: RunningState
     volumes: Volumes
+    selection: Selection
     start: int
 
     def saved(self) -> dict[str, torch.nn.Module]:
@@ -183,8 +242,9 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
     unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
     context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce)
+    selection = open_selection(run.out_dir, Path(config["ingest"]), v.eval_every)
     return Worker(**vars(run), spec=kind, method=method, stepping=stepping, optimizers=optimizers, context=context,
-                  running=running, volumes=vols, start=start)
+                  running=running, volumes=vols, selection=selection, start=start)
 
 
 def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
@@ -216,9 +276,12 @@ def train_func(config: dict[str, Any]) -> dict[str, float]:
                                   w.use_ray, logs)
 
     def progress_logs() -> dict[str, Any]:
-        return {"lr": next(iter(w.optimizers.values())).param_groups[0]["lr"], "unsup_weight": w.context.unsup_weight}
+        selected = {"eval_dsc": w.selection.last, "best_dsc": w.selection.best} if w.selection.last is not None else {}
+        return {"lr": next(iter(w.optimizers.values())).param_groups[0]["lr"], "unsup_weight": w.context.unsup_weight,
+                **selected}
 
-    return training.fit_steps(w, w.start, lambda step: optimise(w, step), progress_logs, save)
+    return training.fit_steps(w, w.start, lambda step: optimise(w, step), progress_logs, save,
+                              lambda done: select(w, done))
 
 
 def worker_config(cfg: Config, inputs: dict[str, Path], out_dir: Path, use_ray: bool) -> dict[str, Any]:
