@@ -74,3 +74,23 @@ def test_a_root_with_no_layout_lists_what_was_looked_for(tmp_path):
     assert message.startswith("stage ingest failed") or "volumes.data.root: no Synapse layout" in message
     for looked in ("RawData/Training/img", "imagesTr", "npy/*_image.npy"):
         assert looked in message, message
+
+
+def test_a_prediction_is_written_on_the_case_s_own_grid_with_its_affine(tmp_path):
+    """Labels of the evaluated (in-plane halved) grid go back to the CT's own grid and header: read back with
+    nibabel they have the source's shape and affine and lie voxel for voxel on its labels."""
+    import nibabel as nib
+
+    from stages.synapse.cases import evaluated_spacing, geometry, halve, read_array, write_prediction
+
+    write_layout(tmp_path, "raw")
+    image_file = tmp_path / "RawData/Training/img/img0005.nii.gz"
+    label_file = tmp_path / "RawData/Training/label/label0005.nii.gz"
+    geo = geometry(image_file)
+    _, evaluated = halve(read_array(image_file).astype(np.float32), read_array(label_file))
+    assert evaluated.shape == (8, 16, 16) and evaluated_spacing(geo, evaluated.shape) == pytest.approx((3.0, 1.52, 1.52))
+    write_prediction(evaluated, geo, tmp_path / "pred.nii.gz")
+    back, source = nib.load(str(tmp_path / "pred.nii.gz")), nib.load(str(image_file))
+    assert back.shape == source.shape and np.allclose(back.affine, source.affine) and back.get_data_dtype() == np.uint8
+    assert np.allclose(back.header.get_zooms(), source.header.get_zooms())
+    assert np.array_equal(np.asarray(back.dataobj), np.asarray(nib.load(str(label_file)).dataobj))

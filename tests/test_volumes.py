@@ -370,13 +370,16 @@ def test_dhcs_rules_for_an_organ_missing_from_prediction_or_ground_truth():
     organ = np.zeros((3, 3, 3), dtype=np.uint8)
     organ[1, 1, 1] = 4
     empty = np.zeros_like(organ)
-    assert organ_scores(organ, empty, 4) == (0.0, MISSING_ASD)  # predicted, not there
-    assert organ_scores(empty, organ, 4) == (0.0, MISSING_ASD)  # there, not predicted
-    assert organ_scores(empty, empty, 4) == (1.0, 0.0)  # absent from both
-    assert organ_scores(organ, organ, 4) == (1.0, 0.0)
+    assert organ_scores(organ, empty, 4)[:2] == (0.0, MISSING_ASD)  # predicted, not there
+    assert organ_scores(empty, organ, 4)[:2] == (0.0, MISSING_ASD)  # there, not predicted
+    assert organ_scores(empty, empty, 4)[:2] == (1.0, 0.0)  # absent from both
+    assert organ_scores(organ, organ, 4)[:2] == (1.0, 0.0)
+    assert organ_scores(empty, empty, 4, (3.0, 1.0, 1.0))[2:] == (0.0, 0.0)
+    assert all(np.isnan(organ_scores(organ, empty, 4, (3.0, 1.0, 1.0))[2:]))  # one-sided: no distance in mm
     per_organ, mean_dsc, mean_asd = summarise({"a": {4: (1.0, 0.0), 5: (0.5, 2.0)},
                                                "b": {4: (0.0, 128.0), 5: (0.5, 4.0)}}, (4, 5))
-    assert per_organ == {4: (0.5, 64.0), 5: (0.5, 3.0)} and mean_dsc == 0.5 and mean_asd == 33.5
+    assert {o: s[:2] for o, s in per_organ.items()} == {4: (0.5, 64.0), 5: (0.5, 3.0)}
+    assert mean_dsc == 0.5 and mean_asd == 33.5
 
 
 # the task end to end ------------------------------------------------------------------------------
@@ -403,7 +406,13 @@ def test_the_demo_task_runs_end_to_end_through_the_cli(tmp_path):
     assert labelled == ["0009", "0021", "0025", "0034"]  # GenericSSL's 20 % split
     metrics = json.loads(next((tmp_path / "evaluate").glob("*/metrics.json")).read_text())
     assert metrics["cases"] == 6 and len(metrics["per_class"]) == 13 and 0 <= metrics["mean_dsc"] <= 1
-    assert len(list((tmp_path / "evaluate").glob("*/predictions/*.nii.gz"))) == 6
+    predictions = sorted((tmp_path / "evaluate").glob("*/predictions/*.nii.gz"))
+    assert len(predictions) == 6
+    import nibabel as nib
+
+    case = predictions[0].name.removesuffix(".nii.gz")  # on the case's own grid (before the in-plane halving)
+    source = nib.load(str(tmp_path / "data" / "demo" / "synapse" / "imagesTr" / f"img{case}.nii.gz"))
+    assert nib.load(str(predictions[0])).shape == source.shape
     html = next((tmp_path / "report").glob("*/index.html")).read_text()
     assert 'data-table="table-5"' in html and "DHC + DyCE" in html and "57.9 / 6.4" in html
     again = semidavil("run", *args)

@@ -58,8 +58,9 @@ def results(metrics: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     table = Table(title=f"Test DSC and ASD ({metrics['cases']} cases)")
-    for column in ("organ", "DSC %", "ASD (voxels)"):
+    for column in ("organ", "DSC %", "ASD (voxels)", "ASD (mm)", "HD95 (mm)"):
         table.add_column(column, justify="left" if column == "organ" else "right")
     for name, scores in metrics["per_class"].items():
-        table.add_row(name, f"{100 * scores['dsc']:.1f}", f"{scores['asd']:.2f}")
+        mm = [f"{scores.get(k, float('nan')):.2f}".replace("nan", "-") for k in ("asd_mm", "hd95_mm")]
+        table.add_row(name, f"{100 * scores['dsc']:.1f}", f"{scores['asd']:.2f}", *mm)
     return [table, f"mean DSC: {100 * metrics['mean_dsc']:.2f}  mean ASD: {metrics['mean_asd']:.2f}"]

@@ -170,3 +170,57 @@ def load_case(ingest_dir: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     folder = Path(ingest_dir) / VOLUMES
     return (np.load(folder / f"{case_id}_image.npy", mmap_mode="r"),
             np.load(folder / f"{case_id}_label.npy", mmap_mode="r"))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A case's original grid: its shape and voxel size (D×H×W, mm) and, for NIfTI, its affine and header."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float] | None  # None: npy arrays carry no voxel size
+    affine: np.ndarray
+    header: object | None
+
+
+def geometry(path: Path) -> Geometry:
+    """The original grid of a case's image file (NIfTI header; npy: its shape alone, identity affine)."""
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        shape = tuple(int(n) for n in np.load(path, mmap_mode="r").shape)
+        return Geometry(shape, None, np.eye(4), None)
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    x, y, z = (float(v) for v in image.header.get_zooms()[:3])
+    nx, ny, nz = image.shape[:3]
+    return Geometry((nz, ny, nx), (z, y, x), image.affine, image.header)
+
+
+def evaluated_spacing(geo: Geometry, evaluated: tuple[int, ...]) -> tuple[float, float, float] | None:
+    """The voxel size of the evaluated grid (in-plane halved: twice the original's), D×H×W in mm."""
+    if geo.spacing is None:
+        return None
+    return tuple(s * o / e for s, o, e in zip(geo.spacing, geo.shape, evaluated, strict=True))
+
+
+def write_prediction(pred: np.ndarray, geo: Geometry, path: Path) -> None:
+    """Labels of the evaluated grid brought back to the case's original grid (nearest neighbour, the inverse of
+    the halving) and written with the source image's affine and header: they overlay on the CT in 3D Slicer or
+    ITK-SNAP."""
+    import gzip
+
+    import nibabel as nib
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.store import write_atomic
+
+    if tuple(pred.shape) != geo.shape:
+        up = F.interpolate(torch.from_numpy(pred.astype(np.float32))[None, None], size=geo.shape, mode="nearest")
+        pred = up[0, 0].numpy()
+    header = geo.header.copy() if geo.header is not None else None
+    image = nib.Nifti1Image(np.ascontiguousarray(pred.astype(np.uint8).transpose(2, 1, 0)), geo.affine, header)
+    image.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1, 0)
+    data = image.to_bytes()
+    write_atomic(Path(path), lambda tmp: tmp.write_bytes(gzip.compress(data, compresslevel=1)))

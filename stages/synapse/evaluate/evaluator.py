@@ -14,6 +14,7 @@ from pipeline.store import write_json, write_parquet
 from stages.checkpoint import checkpoint_step
 from stages.evaluation import Held, evaluate_on_ray
 from stages.synapse import SYNAPSE
+from stages.synapse.datasets import volume_dataset
 from stages.synapse.inference import predict_case
 from stages.synapse.metrics import case_scores, summarise
 from stages.trained import BEST, CHECKPOINT, read_setup
@@ -51,17 +52,19 @@ class CaseEvaluator(Held):
         self.ingest_dir, self.patch, self.stride = Path(ingest_dir), patch, stride
         self.out_dir, self.save_slices = Path(out_dir), save_slices
 
-    def __call__(self, case_ids: list[str], first: int) -> dict[str, Any]:
-        from stages.synapse.cases import load_case, write_nifti
+    def __call__(self, cases: list[dict[str, str]], first: int) -> dict[str, Any]:
+        """Each case ({"case", "source": its original image file}) predicted in fp32 (as DHC evaluates), scored on
+        the evaluated grid (ASD in voxels, and in mm with HD95 where the source has a voxel size), and written back
+        on its original grid with its affine."""
+        from stages.synapse.cases import evaluated_spacing, geometry, load_case, write_prediction
 
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         per_case, examples = {}, []
-        for k, case in enumerate(case_ids, first):
+        for k, item in enumerate(cases, first):
+            case, geo = item["case"], geometry(Path(item["source"]))
             image, label = (np.asarray(a) for a in load_case(self.ingest_dir, case))
-            with autocast:
-                pred = predict_case(self.method.predict, image, self.patch, self.stride, len(SYNAPSE), self.device)
-            per_case[case] = case_scores(pred, label, ORGANS)
-            write_nifti(self.out_dir / "predictions" / f"{case}.nii.gz", pred)
+            pred = predict_case(self.method.predict, image, self.patch, self.stride, len(SYNAPSE), self.device)
+            per_case[case] = case_scores(pred, label, ORGANS, evaluated_spacing(geo, pred.shape))
+            write_prediction(pred, geo, self.out_dir / "predictions" / f"{case}.nii.gz")
             if k < self.save_slices:
                 z = best_slice(label)
                 examples.append({"case": case, "slice": z, "image": image[z].tolist(), "label": label[z].tolist(),
@@ -104,8 +107,10 @@ def evaluate(ctx: StageContext) -> StageResult:
     import pyarrow.parquet as pq
 
     v, train_dir = ctx.cfg.volumes, ctx.inputs["train"]
-    rows = pq.read_table(ctx.inputs["ingest"] / "index.parquet", columns=["image_id", "split"]).to_pylist()
-    cases = sorted(r["image_id"] for r in rows if r["split"] == "test")
+    rows = pq.read_table(ctx.inputs["ingest"] / "index.parquet", columns=["image_id", "split", "image_path"]).to_pylist()
+    root = volume_dataset(v.data.name).root(ctx.cfg, ctx.workdir)
+    cases = sorted(({"case": r["image_id"], "source": str(root / r["image_path"])} for r in rows if r["split"] == "test"),
+                   key=lambda c: c["case"])
     if not cases:
         raise StageError(f"{ctx.inputs['ingest'] / 'index.parquet'}: no test case to evaluate")
     per_case, examples = {}, []
@@ -122,10 +127,10 @@ def evaluate(ctx: StageContext) -> StageResult:
     names = SYNAPSE.names
     metrics = {"task": "synapse", "cases": len(cases), "mean_dsc": mean_dsc, "mean_asd": mean_asd,
                "checkpoint": which, "checkpoint_step": checkpoint_step(checkpoint),
-               "per_class": {names[o]: {"dsc": d, "asd": a} for o, (d, a) in per_organ.items()}}
+               "per_class": {names[o]: score._asdict() for o, score in per_organ.items()}}
     write_json(metrics, ctx.out_dir / "metrics.json")
-    write_parquet(pa.Table.from_pylist([{"case": c, "organ": names[o], "dsc": s[0], "asd": s[1]}
-                                        for c, scores in per_case.items() for o, s in scores.items()]),
+    write_parquet(pa.Table.from_pylist([{"case": c, "organ": names[o], **score._asdict()}
+                                        for c, scores in per_case.items() for o, score in scores.items()]),
                   ctx.out_dir / "per_case.parquet")
     setup = read_setup(train_dir)
     write_json({**setup, "train_dir": str(train_dir), "checkpoint": which,
