@@ -216,6 +216,7 @@ class VolumeConfig(Section):
     ema_alpha: float = Field(0.99, ge=0, le=1)  # UA-MT's teacher
     uamt_passes: int = Field(8, ge=2)  # UA-MT: noisy teacher passes for the uncertainty (T)
     depl_threshold: float = Field(0.9, ge=0, le=1)  # DePL: confidence of a debiased pseudo-label
+    depl_margin: bool = False  # DePL: train on the logits shifted by the other network's log prior (the paper); DHC's code computes the shift but trains on the unshifted logits
     dyce_keeps_weights: bool = False  # DHC with loss.dyce: its DistDW/DiffDW class weights kept inside DyCE's Eq. 9 (false: DyCE's replace them)
     dyce_unsup: bool = False  # DHC with loss.dyce: its unsupervised CE terms class-balanced by Eq. 9 too (every pseudo-labelled voxel, no mining, ω = loss.omega)
     stride: tuple[int, int] = (32, 16)  # sliding-window strides (in-plane, depth): DHC's test.py

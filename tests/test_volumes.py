@@ -475,3 +475,81 @@ def test_a_resumed_volume_training_continues_where_it_stopped(tmp_path, monkeypa
         for key, value in a.networks[name].items():
             assert torch.equal(value, b.networks[name][key]), (name, key)
     assert not torch.equal(a.networks["state"]["distdw__weights"], torch.zeros(14))
+
+
+class FixedWeights:
+    """A DistDW/DiffDW stand-in whose class weights do not move."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+
+    def update(self, *_):
+        return self.weights
+
+
+def test_dhc_cross_pseudo_label_ce_is_pytorchs_weighted_mean():
+    """DHC's ``RobustCrossEntropyLoss(weight=w)``: Σ w[t]·CE / Σ w[t], so a class of weight 0 (DistDW's
+    background) leaves the mean instead of diluting it."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    m, batch = build_method("dhc", 14, 2, dropout=False), _batch()
+    w = torch.linspace(0, 2, 14)
+    context = _context("dhc", False, batch)
+    context.state = {"diffdw": FixedWeights(w), "distdw": FixedWeights(w)}
+    images = torch.cat([batch.labelled, batch.unlabelled])
+    with torch.no_grad():
+        out_a, out_b = m.networks["a"](images), m.networks["b"](images)
+    per_voxel = F.cross_entropy(out_a, out_b.argmax(1), reduction="none")
+    by_weight = (w[out_b.argmax(1)] * per_voxel).sum() / w[out_b.argmax(1)].sum()
+    expected = by_weight + F.cross_entropy(out_b, out_a.argmax(1), weight=w)
+    _, logs = method_step(m, batch, context)
+    assert float(logs["loss_unsup"]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(logs["loss_unsup"]) != pytest.approx(float((w[out_b.argmax(1)] * per_voxel).mean()), rel=1e-2)
+
+
+def test_depl_trains_on_unshifted_logits_as_dhcs_code_unless_the_margin_is_asked():
+    from models.volumes.methods.depl import debiased
+    from models.volumes.parts import masked_ce
+
+    torch.manual_seed(0)
+    m, batch = build_method("depl", 14, 2, dropout=False), _batch()
+    images = torch.cat([batch.labelled, batch.unlabelled])
+    with torch.no_grad():
+        out_a, out_b = m.networks["a"](images), m.networks["b"](images)
+    prior = torch.randn(1, 14, 16, 16, 16).softmax(1)  # a skewed class prior: the margin then matters
+    conf_a, pseudo_a = debiased(out_a, prior).max(1)
+    conf_b, pseudo_b = debiased(out_b, prior).max(1)
+    expected = masked_ce(out_a, pseudo_b, (conf_b >= 0.9).float()) + masked_ce(out_b, pseudo_a, (conf_a >= 0.9).float())
+
+    def context(margin: bool):
+        c = _context("depl", False, batch)
+        c.state = {"qhat_a": prior.clone(), "qhat_b": prior.clone()}
+        c.volumes = {**c.volumes, "depl_margin": margin}
+        return c
+
+    _, logs = method_step(m, batch, context(False))
+    assert float(logs["loss_unsup"]) == pytest.approx(float(expected), rel=1e-4)
+    _, shifted = method_step(m, batch, context(True))
+    assert float(shifted["loss_unsup"]) != pytest.approx(float(expected), rel=1e-3)
+
+
+def test_uamts_teacher_warms_up_by_epoch_as_dhc_counts():
+    """α_e = min(1 − 1/(e+1), α) with e = step // steps per epoch: within the first epoch the teacher is the student."""
+    from models.volumes.methods.uamt import teacher
+
+    torch.manual_seed(0)
+    m, batch = build_method("uamt", 14, 2, dropout=False), _batch()
+    context = _context("uamt", False, batch)
+    context.epoch_steps = 8
+    with torch.no_grad():
+        for p in m.networks["student"].parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in m.frozen["teacher"].parameters()]
+    teacher(m, 7, context)  # epoch 0: α = 0
+    assert all(torch.equal(t, s) for t, s in zip(m.frozen["teacher"].parameters(), m.networks["student"].parameters()))
+    m.frozen["teacher"].load_state_dict({**m.frozen["teacher"].state_dict(),
+                                         **dict(zip([n for n, _ in m.frozen["teacher"].named_parameters()], before))})
+    teacher(m, 8, context)  # epoch 1: α = 0.5
+    t, s = next(m.frozen["teacher"].parameters()), next(m.networks["student"].parameters())
+    assert torch.allclose(t, 0.5 * before[0] + 0.5 * s)

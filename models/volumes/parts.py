@@ -104,6 +104,11 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     return (loss * mask).mean() if mask is not None else loss.mean()
 
 
+def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """PyTorch's class-weighted CE, mean reduction: Σ w[t]·CE / Σ w[t] (DHC's ``RobustCrossEntropyLoss(weight)``)."""
+    return F.cross_entropy(logits.float(), target.long(), weight=weight.float())
+
+
 def ema(current: torch.Tensor, past: torch.Tensor, momentum: float) -> torch.Tensor:
     """momentum · past + (1 − momentum) · current: the running statistics of DePL and DHC."""
     return momentum * past + (1 - momentum) * current
@@ -121,6 +126,7 @@ class StepContext:
     volumes: Any = None  # the volumes config section (pydantic model)
     state: dict = field(default_factory=dict)  # the method's running state (``initial_state``)
     unsup_ce: nn.Module | None = None  # DHC's unsupervised CE terms as DyCE (volumes.dyce_unsup); None: its own CE
+    epoch_steps: int = 1  # steps in one of DHC's epochs (one pass over the unlabelled cases): what its schedules count
 
 
 Step = Callable[[Method, Batch3D, StepContext], tuple[torch.Tensor, dict[str, torch.Tensor]]]

@@ -10,7 +10,7 @@ One module per method, named here by one line. A method module defines:
 - optional ``initial_state(counts, patch, device) -> dict`` (its running state: tensors, or objects whose
   tensor attributes ``STATE_FIELDS`` names; a checkpoint keeps them), ``check(volumes)`` (raises ValueError
   ``"key: problem"`` for a setting it cannot train), ``loss_keys(volumes) -> dict`` (loss settings of its own
-  that its fingerprint reads, when DyCE is on), ``teacher(method, step, volumes)`` (after each optimiser step).
+  that its fingerprint reads, when DyCE is on), ``teacher(method, step, context)`` (after each optimiser step).
 
 This module imports no torch: the config validates a method's name against ``names()`` without loading it.
 """

@@ -1,6 +1,8 @@
 """DePL (Wang & Li, MICCAI 2023: debiased pseudo-labelling) as DHC runs it: two V-Nets, each taught the other's
-pseudo-labels, debiased by the other's running class prior q̂ and kept where confident, with the adaptive
-marginal loss (each network's logits shifted by the other's log prior)."""
+pseudo-labels, debiased by that network's running class prior q̂ and kept where confident (≥ 0.9), the CE over
+every voxel. DHC's ``train_depl.py`` computes DePL's adaptive margin (each network's unlabelled logits shifted by
+the other's log prior) but trains on the unshifted logits; ``volumes.depl_margin: true`` trains on the shifted ones
+as the DePL paper describes."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from models.volumes.parts import Batch3D, Method, StepContext, dice_loss, ema, m
 
 DISPLAY = "DePL"
 PAPER = {False: (36.3, 36.0), True: (51.8, 9.2)}
-KEYS = ("depl_threshold",)
+KEYS = ("depl_threshold", "depl_margin")
 
 
 def build(num_classes: int, volumes: Any) -> Method:
@@ -42,7 +44,8 @@ def step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str,
     conf_b, pseudo_b = debiased(out_b.detach(), qb).max(1)
     c.state["qhat_a"] = ema(out_a[n:].detach().float().softmax(1).mean(0, keepdim=True), qa, 0.99)
     c.state["qhat_b"] = ema(out_b[n:].detach().float().softmax(1).mean(0, keepdim=True), qb, 0.99)
-    limit = setting(c.volumes, "depl_threshold")
-    unsup = masked_ce(out_a + torch.log(qb), pseudo_b, (conf_b >= limit).float()) + \
-        masked_ce(out_b + torch.log(qa), pseudo_a, (conf_a >= limit).float())
+    limit, margin = setting(c.volumes, "depl_threshold"), setting(c.volumes, "depl_margin", False)
+    logits_a, logits_b = (out_a + torch.log(qb), out_b + torch.log(qa)) if margin else (out_a, out_b)
+    unsup = masked_ce(logits_a, pseudo_b, (conf_b >= limit).float()) + \
+        masked_ce(logits_b, pseudo_a, (conf_a >= limit).float())
     return sup + c.unsup_weight * unsup, {"loss_sup": sup.detach(), "loss_unsup": unsup.detach()}

@@ -1,6 +1,7 @@
 """DHC (Wang & Li, MICCAI 2023: dual debiased heterogeneous co-training) as its code runs: two V-Nets, one
 weighted by DiffDW (difficulty-aware), the other by DistDW (distribution-aware) class weights, each taught the
-other's pseudo-labels with its own weights."""
+other's pseudo-labels with its own weights: ``nn.CrossEntropyLoss(weight=w)`` as DHC's ``RobustCrossEntropyLoss``,
+a weighted mean over Σ w[target] (DistDW gives the background weight 0: its voxels leave the mean)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from models.volumes.parts import (
     StepContext,
     dice_loss,
     ema,
-    masked_ce,
     one_hot,
     setting,
     soft_dice,
     vnet,
+    weighted_ce,
 )
 
 DISPLAY = "DHC"
@@ -105,6 +106,6 @@ def step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str,
     if c.unsup_ce is not None:  # class-balanced by Eq. 9 over every voxel, DyCE's weights in place of DHC's
         unsup = c.unsup_ce(out_a, pseudo_b) + c.unsup_ce(out_b, pseudo_a)
     else:
-        unsup = masked_ce(out_a, pseudo_b, weight=w_a) + masked_ce(out_b, pseudo_a, weight=w_b)
+        unsup = weighted_ce(out_a, pseudo_b, w_a) + weighted_ce(out_b, pseudo_a, w_b)
     return sup + c.unsup_weight * unsup, {"loss_sup": sup.detach(), "loss_unsup": unsup.detach(),
                                           "weight_min_a": w_a.min().detach(), "weight_min_b": w_b.min().detach()}

@@ -68,6 +68,8 @@ def step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str,
                                          "certain": mask.mean().detach()}
 
 
-def teacher(m: Method, step: int, volumes: Any) -> None:
-    """The EMA teacher after each step, α_t = min(1 − 1/(t+1), α) (the mean teacher's warm-up)."""
-    ema_update(m.frozen["teacher"], m.networks["student"], ema_alpha(step, setting(volumes, "ema_alpha")))
+def teacher(m: Method, step: int, c: StepContext) -> None:
+    """The EMA teacher after each step, α_e = min(1 − 1/(e+1), α) with e the epoch, as DHC's UA-MT counts it (so
+    α reaches 0.99 after ~99 epochs, not ~99 steps)."""
+    epoch = step // max(c.epoch_steps, 1)
+    ema_update(m.frozen["teacher"], m.networks["student"], ema_alpha(epoch, setting(c.volumes, "ema_alpha")))

@@ -241,7 +241,8 @@ def setup_worker(config: dict[str, Any]) -> Worker:
                       method.frozen, NUM_CLASSES)
     sup_ce = SupervisedCE(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, v.dyce_keeps_weights)
     unsup_ce = DyCELoss(1.0, cfg.loss.omega, ignore_index=255) if cfg.loss.dyce and v.dyce_unsup else None
-    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce)
+    epoch_steps = -(-len(vols.unlabelled) // t.batch_size) if vols.unlabelled else 1  # DHC: ceil(unlabelled / batch)
+    context = StepContext(sup_ce, v.unsup_weight, start, t.iterations, v, running.state, unsup_ce, epoch_steps)
     selection = open_selection(run.out_dir, Path(config["ingest"]), v.eval_every)
     return Worker(**vars(run), spec=kind, method=method, stepping=stepping, optimizers=optimizers, context=context,
                   running=running, volumes=vols, selection=selection, start=start)
@@ -263,7 +264,7 @@ def optimise(w: Worker, step: int) -> dict[str, torch.Tensor]:
     loss.backward()
     for optimizer in w.optimizers.values():
         optimizer.step()
-    w.spec.teacher(w.method, step, v)
+    w.spec.teacher(w.method, step, w.context)
     return logs
 
 
