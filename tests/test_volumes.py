@@ -199,7 +199,7 @@ def _context(method: str, dyce: bool, batch: Batch3D) -> StepContext:
                                                                   "ema_alpha": 0.99}, state=state)
 
 
-@pytest.mark.parametrize("method", ["supervised", "uamt", "urpc", "depl", "dhc"])
+@pytest.mark.parametrize("method", ["supervised", "fully", "uamt", "urpc", "depl", "dhc"])
 def test_each_method_steps_with_ce_and_with_dyce(method):
     """A finite loss with gradients into every trained network; with DyCE the supervised term is DyCE's."""
     losses = {}
@@ -431,9 +431,24 @@ def test_ablate_runs_table5s_methods_with_ce_and_dyce():
     from pipeline.experiments import ablation_cells
 
     cells = ablation_cells(load_config("configs/synapse_demo.yaml"))
-    assert [c.name for c in cells] == [f"{m} + {loss}" for m in ("supervised", "uamt", "urpc", "depl", "dhc")
+    assert [c.name for c in cells] == [f"{m} + {loss}" for m in ("supervised", "fully", "uamt", "urpc", "depl", "dhc")
                                        for loss in ("CE", "DyCE")]
     assert ("volumes.method=uamt", "loss.dyce=true") in [c.overrides for c in cells]
+
+
+def test_the_fully_supervised_row_trains_on_every_training_case(tmp_path):
+    """``fully`` (the paper's published V-Net row) takes the 20 training cases as labelled, ``supervised`` the 4 of
+    the split."""
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+    from stages.index import read_split
+    from stages.synapse.train.loop import training_volumes
+
+    run_pipeline(load_config("configs/synapse_demo.yaml", [f"paths.workdir={tmp_path}", *TINY]), ["ingest", "split"])
+    ingest, split = next((tmp_path / "ingest").glob("*")), read_split(next((tmp_path / "split").glob("*")))
+    assert len(training_volumes(ingest, split, False).ids[0]) == 4
+    assert len(training_volumes(ingest, split, False, all_labelled=methods.spec("fully").ALL_LABELLED).ids[0]) == 20
+    assert methods.spec("fully").PAPER == {False: (62.1, 10.3)} and methods.spec("supervised").PAPER == {}
 
 
 def test_sweep_over_labelled_counts_says_the_synapse_split_is_a_file(tmp_path):

@@ -3,7 +3,8 @@
 One module per method, named here by one line. A method module defines:
 
 - ``DISPLAY``: its name in the report (``"UA-MT"``); ``PAPER``: {DyCE: (mean DSC, ASD)}, the paper's published
-  row (omitted: none); ``SEMI``: whether it reads unlabelled cases (default true);
+  row (omitted: none); ``SEMI``: whether it reads unlabelled cases (default true); ``ALL_LABELLED``: every training
+  case taken as labelled, whatever the split (the fully supervised row);
 - ``KEYS``: the ``volumes`` keys of its own that change what it trains (another method's keys change nothing);
 - ``build(num_classes, volumes) -> Method``: its networks (``volumes``: the config section, or its saved dict);
 - ``step(method, batch, context) -> (loss, logs)``: one training step;
@@ -32,11 +33,12 @@ def _empty(*_: Any) -> dict[str, Any]:
 
 METHODS = Registry("method", "volumes.method", {  # one line per method, in the report's row order
     "supervised": "models.volumes.methods.supervised",
+    "fully": "models.volumes.methods.fully",
     "uamt": "models.volumes.methods.uamt",
     "urpc": "models.volumes.methods.urpc",
     "depl": "models.volumes.methods.depl",
     "dhc": "models.volumes.methods.dhc",
-}, {"PAPER": {}, "SEMI": True, "KEYS": (), "STATE_FIELDS": {}, "initial_state": _empty, "check": _nothing,
+}, {"PAPER": {}, "SEMI": True, "ALL_LABELLED": False, "KEYS": (), "STATE_FIELDS": {}, "initial_state": _empty, "check": _nothing,
     "loss_keys": _empty, "teacher": _nothing})
 register, names = METHODS.register, METHODS.names
 

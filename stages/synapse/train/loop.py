@@ -48,11 +48,14 @@ class Volumes:
     ids: tuple[list[str], list[str]]
 
 
-def training_volumes(ingest_dir: Path, labelled: set[str], need_unlabelled: bool) -> Volumes:
+def training_volumes(ingest_dir: Path, labelled: set[str], need_unlabelled: bool, all_labelled: bool = False
+                     ) -> Volumes:
+    """The training cases, labelled by the split (or all of them: the fully supervised row) and unlabelled."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(Path(ingest_dir) / INDEX_FILE, columns=["image_id", "split"]).to_pylist()
     train = sorted(r["image_id"] for r in rows if r["split"] == "train")
+    labelled = set(train) if all_labelled else labelled
     lab, unl = [c for c in train if c in labelled], [c for c in train if c not in labelled]
     if not lab:
         raise StageError(f"{ingest_dir / INDEX_FILE}: none of the labelled cases {sorted(labelled)} is a train case")
@@ -230,7 +233,7 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     method = kind.build(NUM_CLASSES, v)
     for net in (*method.networks.values(), *method.frozen.values()):
         net.to(device).train()  # UA-MT's teacher too: DHC runs it in training mode
-    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.SEMI)
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), kind.SEMI, kind.ALL_LABELLED)
     running = RunningState(kind.initial_state(labelled_counts(vols), v.patch, device), kind.STATE_FIELDS).to(device)
     optimizers = optimizers_of(method, cfg)
     ckpt = latest_checkpoint(run.out_dir, run.use_ray, device)
@@ -299,5 +302,6 @@ def describe(cfg: Config, vols: Volumes) -> dict[str, Any]:
 
 def train_on_ray(ctx: StageContext) -> StageResult:
     config = worker_config(ctx.cfg, ctx.inputs, ctx.out_dir, use_ray=True)
-    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), False)
+    vols = training_volumes(Path(config["ingest"]), read_split(Path(config["split"])), False,
+                            spec(ctx.cfg.volumes.method).ALL_LABELLED)
     return training.train_stage(ctx, config, describe(ctx.cfg, vols), train_func)
