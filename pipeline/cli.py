@@ -214,7 +214,7 @@ def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.
 def ablate(config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None,
            workdir: WorkdirOpt = None) -> None:
     """The paper's Table 3 (CT only; CT+DyCE; CT+VLP; CT+VLP+DLG; all; all with shuffled captions), or with a
-    `task: synapse` config Table 5 (supervised V-Net, UA-MT, DePL, DHC, each with CE and with DyCE); then the
+    `task: synapse` config Table 5 (every registered 3D method, each with CE and with DyCE); then the
     report."""
     from pipeline.experiments import ablation_cells
 

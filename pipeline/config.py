@@ -39,8 +39,9 @@ def _existing_path(value: Path | None) -> Path | None:
 
 
 class DomainConfig(Section):
-    name: str = "demo"  # a registered dataset (stages.street.datasets): demo, gta5, synthia (sources), cityscapes (target)
+    name: str = "demo"  # a registered dataset (stages.street.datasets): demo, gta5, synthia, cityscapes, acdc, bdd100k
     root: Path | None = None  # None only for a generated dataset (demo: under <workdir>/data/demo)
+    subsets: tuple[str, ...] | None = None  # a dataset's parts to read (ACDC's conditions: fog, night, rain, snow); None: all
 
     @model_validator(mode="after")
     def _root_exists(self) -> DomainConfig:

@@ -41,6 +41,7 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     captions: caption depends on the ``images`` digest, not on this fingerprint)."""
     data = cfg.data
     where: dict[str, Any] = {role: {"name": dom.name, "root": str(root) if dataset(dom.name).NEEDS_ROOT else None}
+                             | ({"subsets": sorted(dom.subsets)} if dom.subsets else {})  # as before when unset
                              for (role, dom), root in zip((("source", data.source), ("target", data.target)),
                                                           dataset_roots(data, Path(".")).values(), strict=True)}
     for name in dict.fromkeys((data.source.name, data.target.name)):  # a generated dataset: its own keys
@@ -53,7 +54,7 @@ def check_config(cfg: Config) -> None:
     """Each domain's dataset is registered (``stages.street.datasets``), may play its role, and has the root it needs."""
     for role, dom in (("source", cfg.data.source), ("target", cfg.data.target)):
         try:
-            check_domain(role, dom.name, dom.root)
+            check_domain(role, dom.name, dom.root, dom.subsets)
         except ValueError as err:
             raise ConfigError(f"data.{err}") from None
 
@@ -123,7 +124,7 @@ def run(ctx: StageContext) -> StageResult:
     rows: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
     rejected: list[tuple[str, str]] = []
     for role, (layout, root) in _domains(ctx).items():
-        samples = list_samples(layout, root)
+        samples = list_samples(layout, root, getattr(ctx.cfg.data, role).subsets)
         if not samples:
             raise StageError(f"data.{role}.root: no {layout} images under {root} (expected {dataset(layout).LAYOUT})")
         checks = check_samples(samples, layout, role, ctx.cfg.plugins)

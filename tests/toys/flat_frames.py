@@ -16,7 +16,7 @@ ROLES = ("source", "target")
 MAX_LABEL_ID = 255
 
 
-def samples(root: Path, name: str) -> list[Sample]:
+def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
     return [Sample(f"{name}/{p.parent.name}/{p.stem}", p.parent.name, p, root / "masks" / p.parent.name / p.name)
             for p in sorted((root / "frames").glob("*/*.png"))]
 

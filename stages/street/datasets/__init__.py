@@ -1,7 +1,8 @@
 """The registry of the street task's datasets (DESIGN §7): the only list of them, one line per dataset.
 
 A dataset module defines ``LAYOUT`` (what its root holds, for errors), ``ROLES`` (source, target or both),
-``samples(root, name) -> [Sample]`` (every image in its official layout, with the label file it should have),
+``samples(root, name, subsets) -> [Sample]`` (every image in its official layout, with the label file it should
+have; ``subsets``: ``data.<role>.subsets``, e.g. ACDC's conditions, None for all),
 ``read_raw(path)`` (a label file as stored), ``to_train_ids(raw)`` (into the task's class ids, 255 ignored) and
 ``MAX_LABEL_ID`` (a larger stored value is a corrupt file); optionally ``EVAL_SETS`` (the class-set sizes reported
 when it is the source; 19), ``encode_prediction(train_ids)`` and ``prediction_name(stem)`` (the format and file
@@ -36,9 +37,11 @@ DATASETS = Registry("dataset", "name", {
     "cityscapes": "stages.street.datasets.cityscapes",
     "gta5": "stages.street.datasets.gta5",
     "synthia": "stages.street.datasets.synthia",
+    "acdc": "stages.street.datasets.acdc",
+    "bdd100k": "stages.street.datasets.bdd100k",
     "demo": "stages.street.datasets.demo",
 }, {"EVAL_SETS": (19,), "encode_prediction": to_label_ids, "prediction_name": label_ids_name, "PAPER_TABLE3": {},
-    "NEEDS_ROOT": True, "LAYOUTS": {}, "SCENE_DESCRIPTIONS": False, "prepare": lambda workdir, data: None,
+    "NEEDS_ROOT": True, "LAYOUTS": {}, "SUBSETS": (), "SCENE_DESCRIPTIONS": False, "prepare": lambda workdir, data: None,
     "fingerprint_keys": lambda data: {}})
 register, names = DATASETS.register, DATASETS.names
 
@@ -59,7 +62,7 @@ def domain_root(name: str, root: Path | None, role: str, workdir: Path) -> Path:
     return Path(root).expanduser().resolve() if spec.NEEDS_ROOT else spec.root(workdir, role)
 
 
-def check_domain(role: str, name: str, root: Path | None) -> None:
+def check_domain(role: str, name: str, root: Path | None, subsets: tuple[str, ...] | None = None) -> None:
     """ValueError naming ``<role>.<key>`` when the dataset is not registered, cannot play ``role`` or needs a
     root it was not given."""
     try:
@@ -69,13 +72,17 @@ def check_domain(role: str, name: str, root: Path | None) -> None:
     if role not in spec.ROLES:
         can = " or ".join(n for n in names() if role in dataset(n).ROLES)
         raise ValueError(f"{role}.name: {name} cannot be the {role} (the {role} must be {can})")
+    unknown = sorted(set(subsets or ()) - set(spec.SUBSETS))
+    if unknown:
+        raise ValueError(f"{role}.subsets: {', '.join(unknown)} not among {name}'s ({', '.join(spec.SUBSETS) or 'none'})")
     if spec.NEEDS_ROOT and root is None:
         raise ValueError(f"{role}.root: required for dataset '{name}' (a {name} root holds {spec.LAYOUT})")
 
 
-def list_samples(layout: str, root: Path) -> list[Sample]:
-    """Every image of a dataset in its official layout, with the label file it should have."""
-    return dataset(layout).samples(root, layout)
+def list_samples(layout: str, root: Path, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+    """Every image of a dataset in its official layout (of ``subsets`` only, where given), with the label file it
+    should have."""
+    return dataset(layout).samples(root, layout, subsets)
 
 
 def read_raw_label(path: Path, layout: str) -> np.ndarray:

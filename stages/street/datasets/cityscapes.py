@@ -18,7 +18,7 @@ encode_prediction = to_label_ids  # labelIds, as the benchmark server reads them
 prediction_name = label_ids_name
 
 
-def samples(root: Path, name: str) -> list[Sample]:
+def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
     out = []
     for split in ("train", "val"):
         for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):

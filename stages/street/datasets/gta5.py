@@ -21,7 +21,7 @@ PAPER_TABLE3 = {"cityscapes": {"labelled": (100, 200, 500, 1000), "rows": {
     (True, True, True, True): (71.1, 72.5, 72.9, 74.8)}}}
 
 
-def samples(root: Path, name: str) -> list[Sample]:
+def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
     return flat_samples(root, name, "images", "labels")
 
 

@@ -24,7 +24,7 @@ PAPER_TABLE3 = {"cityscapes": {"labelled": (100, 200, 500, 1000), "rows": {
     (True, True, True, True): (76.9, 77.2, 78.6, 79.7)}}}
 
 
-def samples(root: Path, name: str) -> list[Sample]:
+def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
     return flat_samples(root, name, "RGB", "GT/LABELS")
 
 
