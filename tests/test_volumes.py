@@ -17,7 +17,7 @@ from models.volumes.methods.dhc import DiffDW, DistDW, distribution_weights
 from models.volumes.methods.uamt import consistency as uamt_consistency
 from models.volumes.methods.uamt import uncertainty
 from models.volumes.methods.urpc import consistency as urpc_consistency
-from models.volumes.parts import Batch3D, StepContext, SupervisedCE, dice_loss
+from models.volumes.parts import Batch3D, StepContext, SupervisedCE, dice_loss, soft_dice
 from models.volumes.unet3d import UNet3DDS
 from models.volumes.vnet import VNet
 from stages.synapse.cases import Case, check_case, halve, preprocess, read_array, window, write_nifti
@@ -568,3 +568,27 @@ def test_uamts_teacher_warms_up_by_epoch_as_dhc_counts():
     teacher(m, 8, context)  # epoch 1: α = 0.5
     t, s = next(m.frozen["teacher"].parameters()), next(m.networks["student"].parameters())
     assert torch.allclose(t, 0.5 * before[0] + 0.5 * s)
+
+
+@pytest.mark.parametrize(("method", "smooth"), [("uamt", 1e-8), ("urpc", 1e-8), ("dhc", 1.0), ("supervised", 1.0)])
+def test_each_methods_dice_is_smoothed_as_its_dhc_script(method, smooth, monkeypatch):
+    """DHC's train_uamt.py (and URPC's): SoftDiceLoss(smooth=1e-8); the others keep its default of 1."""
+    import importlib
+
+    module = importlib.import_module(f"models.volumes.methods.{method}")
+    seen = []
+
+    def recording(logits, labels, weight=None, smooth=1.0):
+        seen.append(smooth)
+        return dice_loss(logits, labels, weight, smooth)
+
+    monkeypatch.setattr(module, "dice_loss", recording)
+    torch.manual_seed(0)
+    m, batch = build_method(method, 14, 2, dropout=False, unet_filters=2), _batch(width=32 if method == "urpc" else 16)
+    method_step(m, batch, _context(method, False, batch))
+    assert seen and set(seen) == {smooth}
+    probs = torch.zeros(1, 3, 2, 2, 2)
+    probs[:, 0] = 1.0  # class 2 absent from prediction and ground truth: smoothing decides its Dice
+    labels = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    assert float(soft_dice(probs, labels, 1e-8)[2]) == pytest.approx(0.5)  # 1e-8 / (1e-8 + 1e-8)
+    assert float(soft_dice(probs, labels, 1.0)[2]) == pytest.approx(1.0)

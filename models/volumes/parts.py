@@ -50,10 +50,11 @@ def soft_dice(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) ->
     return (2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8)
 
 
-def dice_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None,
+              smooth: float = 1.0) -> torch.Tensor:
     """1 − mean foreground Dice of softmax(logits), each class × its weight where given (DHC: −mean, the same
-    gradient)."""
-    dc = soft_dice(logits.float().softmax(1), labels)[1:]
+    gradient); ``smooth`` as the method's script sets it (DHC: 1 by default, 1e-8 in UA-MT's and URPC's)."""
+    dc = soft_dice(logits.float().softmax(1), labels, smooth)[1:]
     if weight is not None:
         dc = dc * weight[1:]
     return 1 - dc.mean()

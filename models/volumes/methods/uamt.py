@@ -15,6 +15,7 @@ from models.volumes.parts import Batch3D, Method, StepContext, dice_loss, settin
 DISPLAY = "UA-MT"
 PAPER = {False: (20.3, 71.7), True: (48.1, 10.9)}
 KEYS = ("ema_alpha", "uamt_passes")
+DICE_SMOOTH = 1e-8  # DHC's train_uamt.py: SoftDiceLoss(smooth=1e-8)
 
 
 def build(num_classes: int, volumes: Any) -> Method:
@@ -61,7 +62,7 @@ def step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str,
         noisy = b.unlabelled + torch.clamp(torch.randn_like(b.unlabelled) * 0.1, -0.2, 0.2)
         teacher_u = teacher(noisy)
     uncert = uncertainty(teacher, b.unlabelled, setting(c.volumes, "uamt_passes"))
-    ce, dc = c.sup_ce(out[:n], b.labels), dice_loss(out[:n], b.labels)
+    ce, dc = c.sup_ce(out[:n], b.labels), dice_loss(out[:n], b.labels, smooth=DICE_SMOOTH)
     sup = 0.5 * (ce + dc)
     cons, mask = consistency(out[n:], teacher_u, uncert, threshold(c.step, c.total))
     return sup + c.unsup_weight * cons, {"loss_sup": sup.detach(), "loss_unsup": cons.detach(),

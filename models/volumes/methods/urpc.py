@@ -12,6 +12,7 @@ from models.volumes.parts import Batch3D, Method, StepContext, dice_loss, settin
 DISPLAY = "URPC"
 PAPER = {False: (25.7, 72.7), True: (48.9, 10.1)}
 KEYS = ("unet_filters",)
+DICE_SMOOTH = 1e-8  # as DHC's UA-MT and URPC scripts set their SoftDiceLoss
 
 
 def check(volumes: Any) -> None:
@@ -47,7 +48,7 @@ def step(m: Method, b: Batch3D, c: StepContext) -> tuple[torch.Tensor, dict[str,
     n = b.labelled.shape[0]
     outs = m.networks["net"](torch.cat([b.labelled, b.unlabelled]), pyramid=True)
     ce = sum(c.sup_ce(o[:n], b.labels) for o in outs)
-    dc = sum(dice_loss(o[:n], b.labels) for o in outs)
+    dc = sum(dice_loss(o[:n], b.labels, smooth=DICE_SMOOTH) for o in outs)
     sup = (ce + dc) / (2 * len(outs))
     cons = consistency([o[n:] for o in outs])
     return sup + c.unsup_weight * cons, {"loss_sup": sup.detach(), "loss_unsup": cons.detach()}
