@@ -17,7 +17,7 @@ def predict_case(predict, image: np.ndarray, patch: tuple[int, int, int], stride
                  device: torch.device) -> np.ndarray:
     """(D, H, W) image -> (D, H, W) labels by DHC's sliding windows (``stride`` = (in-plane, depth)): the softmax
     of every window summed on the CPU, divided by the windows that saw each voxel, then argmax."""
-    vol = torch.from_numpy(np.ascontiguousarray(image)).float()[None, None]
+    vol = torch.from_numpy(np.array(image, dtype=np.float32))[None, None]  # a copy: the arrays are memory-mapped
     probs = sliding_window(lambda crop: predict(crop.to(device)).float().softmax(1).cpu(), vol, patch,
                            (stride[1], stride[0], stride[0]), num_classes)
     return probs.argmax(1)[0].numpy().astype(np.uint8)
