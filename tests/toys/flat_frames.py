@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from stages.street import datasets
-from stages.street.datasets.classes import Sample
+from stages.street.datasets.classes import Sample, as_class_ids, png_name
 
 LAYOUT = "frames/<split>/*.png with masks/<split>/*.png (class ids)"
 ROLES = ("source", "target")
@@ -26,16 +26,8 @@ def read_raw(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def to_train_ids(raw: np.ndarray) -> np.ndarray:
-    return raw.astype(np.uint8)
-
-
-def encode_prediction(pred: np.ndarray) -> np.ndarray:
-    return pred.astype(np.uint8)
-
-
-def prediction_name(stem: str) -> str:
-    return f"{stem}.png"
+to_train_ids = encode_prediction = as_class_ids  # the masks hold class ids; predictions are written the same way
+prediction_name = png_name
 
 
 datasets.register("flat_frames", __name__)

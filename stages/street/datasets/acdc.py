@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from stages.street.datasets.classes import Sample, read_png, to_label_ids
+from stages.street.datasets.classes import Sample, as_class_ids, read_png, to_label_ids
 
 LAYOUT = ("rgb_anon/<condition>/{train,val}/<sequence>/*_rgb_anon.png with "
           "gt/<condition>/{train,val}/<sequence>/*_gt_labelTrainIds.png")
@@ -19,6 +17,7 @@ ROLES = ("source", "target")
 SUBSETS = ("fog", "night", "rain", "snow")  # the conditions
 MAX_LABEL_ID = 255  # trainIds 0..18 and 255
 read_raw = read_png
+to_train_ids = as_class_ids  # the gt files hold trainIds
 encode_prediction = to_label_ids
 
 
@@ -31,10 +30,6 @@ def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> li
                 label = root / "gt" / condition / split / img.parent.name / f"{stem}_gt_labelTrainIds.png"
                 out.append(Sample(f"{name}/{split}/{stem}", split, img, label))
     return out
-
-
-def to_train_ids(raw: np.ndarray) -> np.ndarray:
-    return raw.astype(np.uint8)
 
 
 def prediction_name(stem: str) -> str:

@@ -8,29 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from stages.street.datasets.classes import Sample, read_png
+from stages.street.datasets.classes import Sample, as_class_ids, png_name, read_png
 
 LAYOUT = "images/10k/{train,val}/*.jpg with labels/sem_seg/masks/{train,val}/*.png"
 ROLES = ("source", "target")
 MAX_LABEL_ID = 255
 read_raw = read_png
+to_train_ids = encode_prediction = as_class_ids  # trainIds in, trainIds out
+prediction_name = png_name
 
 
 def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
     return [Sample(f"{name}/{split}/{img.stem}", split, img, root / "labels" / "sem_seg" / "masks" / split /
                    f"{img.stem}.png")
             for split in ("train", "val") for img in sorted((root / "images" / "10k" / split).glob("*.jpg"))]
-
-
-def to_train_ids(raw: np.ndarray) -> np.ndarray:
-    return raw.astype(np.uint8)
-
-
-def encode_prediction(pred: np.ndarray) -> np.ndarray:
-    return pred.astype(np.uint8)
-
-
-def prediction_name(stem: str) -> str:
-    return f"{stem}.png"

@@ -86,3 +86,13 @@ def flat_samples(root: Path, name: str, images: str, labels: str) -> list[Sample
     """A flat layout: every ``<images>/*.png`` a train image, its label ``<labels>/<same name>``."""
     return [Sample(f"{name}/train/{img.stem}", "train", img, root / labels / img.name)
             for img in sorted((root / images).glob("*.png"))]
+
+
+def as_class_ids(values: np.ndarray) -> np.ndarray:
+    """Masks (or predictions) that hold class ids as they are (trainIds, 255 ignored): read and written unchanged."""
+    return values.astype(np.uint8)
+
+
+def png_name(stem: str) -> str:
+    """A prediction named after its image: ``<stem>.png``."""
+    return f"{stem}.png"
