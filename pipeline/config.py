@@ -197,6 +197,7 @@ class VolumeDemoConfig(Section):
     width: int = Field(96, ge=16)
     noise: float = Field(20.0, ge=0)  # HU standard deviation
     seed: int = 0
+    variant: Literal["default", "drift"] = "default"  # drift: per-case pose, bent organs, intensity drift (not shaped for any result)
 
 
 class VolumeConfig(Section):

@@ -94,3 +94,23 @@ def test_a_prediction_is_written_on_the_case_s_own_grid_with_its_affine(tmp_path
     assert back.shape == source.shape and np.allclose(back.affine, source.affine) and back.get_data_dtype() == np.uint8
     assert np.allclose(back.header.get_zooms(), source.header.get_zooms())
     assert np.array_equal(np.asarray(back.dataobj), np.asarray(nib.load(str(label_file)).dataobj))
+
+
+def test_the_drift_variant_moves_bends_and_darkens_each_case_its_own_way(tmp_path):
+    """``volumes.demo.variant: drift``: a case's pose, organ shapes and intensities changed from a generator of its
+    own; the default cases are the same with or without it."""
+    from stages.synapse.cases import read_array
+    from stages.synapse.demo import generate
+
+    default, drifted = generate(tmp_path / "a", ["0005", "0006"], (8, 48, 48), 0, 20.0), \
+        generate(tmp_path / "b", ["0005", "0006"], (8, 48, 48), 0, 20.0, "drift")
+    again = generate(tmp_path / "c", ["0005"], (8, 48, 48), 0, 20.0, "default")
+    base = read_array(default / "labelsTr/label0005.nii.gz")
+    assert np.array_equal(base, read_array(again / "labelsTr/label0005.nii.gz"))
+    moved = read_array(drifted / "labelsTr/label0005.nii.gz")
+    assert moved.shape == base.shape and set(np.unique(moved)) <= set(range(14)) and len(np.unique(moved)) >= 10
+    assert (moved != base).mean() > 0.02  # another pose and shape
+    other = read_array(drifted / "labelsTr/label0006.nii.gz")
+    shift = lambda lab: np.argwhere(lab == 6).mean(0) - np.argwhere(read_array(  # noqa: E731
+        default / f"labelsTr/label{'0005' if lab is moved else '0006'}.nii.gz") == 6).mean(0)
+    assert not np.allclose(shift(moved), shift(other), atol=0.5)  # each case its own pose

@@ -81,8 +81,42 @@ def make_case(shape: tuple[int, int, int], rng: np.random.Generator, noise: floa
     return image, label
 
 
-def generate(root: Path, case_ids: list[str], shape: tuple[int, int, int], seed: int, noise: float) -> Path:
-    """Write every case under ``root`` (imagesTr/, labelsTr/); cases already written are kept."""
+def smooth_field(shape: tuple[int, int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """A smooth random field in [-1, 1]: Gaussian-filtered noise, scaled to its largest magnitude."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.normal(0, 1, shape), sigma)
+    return (field / (np.abs(field).max() + 1e-8)).astype(np.float32)
+
+
+def drift(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The ``drift`` variant, written without regard to any method's result: each case's pose (in-plane rotation up
+    to ±15°, shift up to ±6 %), its organs bent out of their ellipsoids by a smooth displacement of up to 3 voxels,
+    and its intensities drifted (a case offset of N(0, 15) HU and a smooth ±10 % bias field)."""
+    from scipy.ndimage import map_coordinates
+
+    d, h, w = image.shape
+    zz, yy, xx = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
+    angle, shift = np.deg2rad(rng.uniform(-15, 15)), rng.uniform(-0.06, 0.06, 2) * (h, w)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    sy = cy + (yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle) - shift[0] + 3 * smooth_field(image.shape, rng, 4)
+    sx = cx + (yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle) - shift[1] + 3 * smooth_field(image.shape, rng, 4)
+    coords = np.stack([zz, sy, sx])
+    moved = map_coordinates(image, coords, order=1, mode="constant", cval=-1000.0)
+    labels = map_coordinates(label, coords, order=0, mode="constant", cval=0).astype(np.uint8)
+    bias = 1 + 0.1 * smooth_field(image.shape, rng, 8)
+    body = moved > -500
+    moved[body] = moved[body] * bias[body] + rng.normal(0, 15)
+    return moved.astype(np.float32), labels
+
+
+VARIANTS = {"default": None, "drift": drift}  # volumes.demo.variant
+
+
+def generate(root: Path, case_ids: list[str], shape: tuple[int, int, int], seed: int, noise: float,
+             variant: str = "default") -> Path:
+    """Write every case under ``root`` (imagesTr/, labelsTr/); cases already written are kept. A variant reshapes
+    each case after it is made, from a generator of its own (the default cases are the same with or without)."""
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -92,6 +126,8 @@ def generate(root: Path, case_ids: list[str], shape: tuple[int, int, int], seed:
             continue
         rng = np.random.default_rng([seed, int(case_id)])
         image, label = make_case(shape, rng, noise)
+        if VARIANTS[variant] is not None:
+            image, label = VARIANTS[variant](image, label, np.random.default_rng([seed, int(case_id), 1]))
         write_nifti(label_path, label)
         write_nifti(image_path, image.astype(np.int16))
     return root

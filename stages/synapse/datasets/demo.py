@@ -12,14 +12,16 @@ NEEDS_ROOT = False
 def root(cfg: Any, workdir: Path) -> Path:
     from stages.index import DEMO_DIR
 
-    return Path(workdir).resolve() / DEMO_DIR / "synapse"
+    variant = cfg.volumes.demo.variant
+    return Path(workdir).resolve() / DEMO_DIR / ("synapse" if variant == "default" else f"synapse-{variant}")
 
 
 def prepare(root: Path, cfg: Any, lists: dict[str, list[str]]) -> None:
     from stages.synapse import demo
 
     d = cfg.volumes.demo
-    demo.generate(root, [c for ids in lists.values() for c in ids], (d.depth, d.height, d.width), d.seed, d.noise)
+    demo.generate(root, [c for ids in lists.values() for c in ids], (d.depth, d.height, d.width), d.seed, d.noise,
+                  d.variant)
 
 
 def layout(root: Path, requested: str) -> str:
@@ -27,4 +29,5 @@ def layout(root: Path, requested: str) -> str:
 
 
 def fingerprint_keys(cfg: Any) -> dict[str, Any]:
-    return {"demo": cfg.volumes.demo.model_dump(mode="json")}
+    keys = cfg.volumes.demo.model_dump(mode="json")
+    return {"demo": keys if keys["variant"] != "default" else {k: v for k, v in keys.items() if k != "variant"}}
