@@ -59,7 +59,10 @@ def init_ray(cluster: ClusterConfig, log_dir: Path | str = "logs") -> None:
     if quiet:
         _quiet_ray(log_dir)
     # The dashboard also serves the State API that Ray Train's placement-group cleaner polls.
-    context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if cluster.address is None else None,
+    # No address: a Ray of our own, never whatever other Ray instance runs on the machine (another work directory's
+    # pipeline, a test session); "auto" or HOST:PORT joins a cluster (cluster.yaml).
+    context = ray.init(address=cluster.address or "local",
+                       num_cpus=cluster.num_cpus if cluster.address is None else None,
                        logging_level=logging.WARNING, log_to_driver=not quiet)
     if context.dashboard_url:
         console.print(f"  Ray dashboard: http://{context.dashboard_url}")
