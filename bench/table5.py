@@ -6,7 +6,7 @@ Every cell is an ordinary run of the config in one work directory (the volumes a
 cell already evaluated is read back, not redone.
 
 Usage: uv run python bench/table5.py [-c configs/synapse_demo.yaml] [--methods supervised,fully,uamt,urpc,depl,dhc]
-       [--seeds 0,1,2] [--iterations N] [--workdir runs/table5] [--set section.key=value ...]
+       [--seeds 0,1,2] [--losses ce,dyce] [--ce-only supervised,fully] [--iterations N] [--workdir runs/table5] [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("-c", "--config", default="configs/synapse_demo.yaml")
     parser.add_argument("--methods", default=",".join(methods.names()))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--losses", default="ce,dyce", help="the supervised terms of each cell: ce, dyce or both")
+    parser.add_argument("--ce-only", default="", help="methods run with CE alone (the paper's V-Net rows)")
     parser.add_argument("--iterations", type=int, default=None, help="train.iterations (default: the config's)")
     parser.add_argument("--workdir", default="runs/table5")
     parser.add_argument("--set", action="append", default=[], help="more overrides, section.key=value")
@@ -81,8 +83,11 @@ def main() -> None:
             *args.set]
     train_in_process()
     results = {}
+    losses = {"ce": False, "dyce": True}
     for method in names:
-        for dyce in (False, True):
+        for dyce in [losses[k] for k in args.losses.split(",")]:
+            if dyce and method in args.ce_only.split(","):
+                continue
             runs = results[(method, dyce)] = [evaluate_cell(args.config, base, method, dyce, s) for s in seeds]
             print(f"done: {method} {'DyCE' if dyce else 'CE'}: mean DSC {mean_std(runs, lambda r: r['mean_dsc'])} "
                   "(" + ", ".join(f"{r['seconds']:.0f} s, {r.get('checkpoint', 'last')} checkpoint" for r in runs)

@@ -5,6 +5,8 @@ One module per method, named here by one line. A method module defines:
 - ``DISPLAY``: its name in the report (``"UA-MT"``); ``PAPER``: {DyCE: (mean DSC, ASD)}, the paper's published
   row (omitted: none); ``SEMI``: whether it reads unlabelled cases (default true); ``ALL_LABELLED``: every training
   case taken as labelled, whatever the split (the fully supervised row);
+- ``VERSION``: the method's own version (default 1), raised when a change of its code changes what it trains: the
+  train fingerprint of that method alone changes (runs of the other methods are reused);
 - ``KEYS``: the ``volumes`` keys of its own that change what it trains (another method's keys change nothing);
 - ``build(num_classes, volumes) -> Method``: its networks (``volumes``: the config section, or its saved dict);
 - ``step(method, batch, context) -> (loss, logs)``: one training step;
@@ -38,7 +40,7 @@ METHODS = Registry("method", "volumes.method", {  # one line per method, in the 
     "urpc": "models.volumes.methods.urpc",
     "depl": "models.volumes.methods.depl",
     "dhc": "models.volumes.methods.dhc",
-}, {"PAPER": {}, "SEMI": True, "ALL_LABELLED": False, "KEYS": (), "STATE_FIELDS": {}, "initial_state": _empty, "check": _nothing,
+}, {"VERSION": 1, "PAPER": {}, "SEMI": True, "ALL_LABELLED": False, "KEYS": (), "STATE_FIELDS": {}, "initial_state": _empty, "check": _nothing,
     "loss_keys": _empty, "teacher": _nothing})
 register, names = METHODS.register, METHODS.names
 

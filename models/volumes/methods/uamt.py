@@ -14,6 +14,7 @@ from models.volumes.parts import Batch3D, Method, StepContext, dice_loss, settin
 
 DISPLAY = "UA-MT"
 PAPER = {False: (20.3, 71.7), True: (48.1, 10.9)}
+VERSION = 2  # 2: Dice smoothed 1e-8 as DHC's train_uamt.py (was 1)
 KEYS = ("ema_alpha", "uamt_passes")
 DICE_SMOOTH = 1e-8  # DHC's train_uamt.py: SoftDiceLoss(smooth=1e-8)
 

@@ -11,6 +11,7 @@ from models.volumes.parts import Batch3D, Method, StepContext, dice_loss, settin
 
 DISPLAY = "URPC"
 PAPER = {False: (25.7, 72.7), True: (48.9, 10.1)}
+VERSION = 2  # 2: Dice smoothed 1e-8 as DHC's train_urpc.py (was 1)
 KEYS = ("unet_filters",)
 DICE_SMOOTH = 1e-8  # as DHC's UA-MT and URPC scripts set their SoftDiceLoss
 

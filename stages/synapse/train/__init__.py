@@ -31,8 +31,9 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
             *SELECTION_KEYS)
     loss = {"dyce": cfg.loss.dyce, **({"hard_ratio": cfg.loss.hard_ratio, "omega": cfg.loss.omega,
                                        **kind.loss_keys(v)} if cfg.loss.dyce else {})}
+    version = {"method_version": kind.VERSION} if kind.VERSION != 1 else {}  # version 1: the fingerprints of before
     return {"volumes": {k: v.model_dump(mode="json")[k] for k in keys}, "loss": loss,
-            "train": {k: getattr(cfg.train, k) for k in TRAIN_KEYS}}
+            "train": {k: getattr(cfg.train, k) for k in TRAIN_KEYS}, **version}
 
 
 def check_config(cfg: Config) -> None:
