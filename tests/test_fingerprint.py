@@ -9,7 +9,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.plan import payload_changes, plan
 from pipeline.runner import fingerprints, run_pipeline, stages_of
-from pipeline.stage import fingerprint, payload, stage_dir
+from pipeline.stage import digest, fingerprint, payload, stage_dir
 from stages.index import SPLIT_FILE
 from tests.conftest import small_overrides
 
@@ -168,3 +168,18 @@ def test_captions_and_embeddings_of_a_work_directory_made_before_the_plugin_layo
     run_pipeline(cfg, only=["split"])
     fps = fingerprints(cfg)
     assert {stage: fps[stage] for stage in BEFORE_PLUGINS} == BEFORE_PLUGINS
+
+
+def test_a_methods_version_changes_its_training_alone(monkeypatch):
+    """A 3D method's VERSION is its own: raising it retrains that method, and the other methods' runs stay reused
+    (version 1 leaves the fingerprints of before the key existed)."""
+    from models.volumes.methods import spec
+    from stages.synapse.train import fingerprint_config
+
+    def train_fp(method: str) -> str:
+        return digest(fingerprint_config(load_config("configs/synapse_demo.yaml", [f"volumes.method={method}"])))
+
+    before = {m: train_fp(m) for m in ("uamt", "dhc")}
+    assert spec("dhc").VERSION == 1 and spec("uamt").VERSION == 2
+    monkeypatch.setattr(spec("uamt").module, "VERSION", 3)
+    assert train_fp("uamt") != before["uamt"] and train_fp("dhc") == before["dhc"]
