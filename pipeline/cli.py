@@ -257,22 +257,25 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
                                                       "teacher, or the network an exported file holds).")] = None,
             set_: SetOpt = None,
             batch_size: Annotated[int, typer.Option(help="Images captioned together.")] = 8,
-            format_: Annotated[str, typer.Option("--format", help="colour (prediction and overlay PNGs) or labelids "
-                                                 "(also Cityscapes labelId PNGs in labelIds/, named after each "
-                                                 "image, for cityscapesscripts and the benchmark server).")] = "colour",
+            format_: Annotated[str, typer.Option("--format", help="colour (prediction and overlay PNGs); dataset "
+                                                 "(also the prediction in the target dataset's own format in masks/: "
+                                                 "Cityscapes labelIds, a folder's mask values); or labelids (also "
+                                                 "Cityscapes labelId PNGs in labelIds/, named after each image, for "
+                                                 "cityscapesscripts and the benchmark server).")] = "colour",
             ) -> None:
     """Segment your own images: caption and embed each one with the run's language models, then predict."""
     checkpoint_file, task = _checkpoint_file(checkpoint)
     predicting = task_of(task).predictor()  # the task's own predict module
     try:
-        if format_ not in ("colour", "labelids"):
-            raise ValueError(f"--format: {format_!r} is not colour or labelids")
+        if format_ not in predicting.FORMATS:
+            raise ValueError(f"--format: {format_!r} is not one of {', '.join(predicting.FORMATS)}")
         paths = predicting.expand_images(images)
         predictor = predicting.load_predictor(checkpoint_file, model, set_ or [])
+        predicting.check_format(predictor, format_)
     except (ValueError, OSError, ConfigError) as err:
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
-    result = predicting.predict_images(predictor, paths, out_dir, batch_size, label_ids=format_ == "labelids")
+    result = predicting.predict_images(predictor, paths, out_dir, batch_size, fmt=format_)
     out.print(f"{len(result.written)} images predicted into {out_dir}" +
               (f"; {len(result.skipped)} skipped" if result.skipped else ""))
     if not result.written:

@@ -42,11 +42,16 @@ class DomainConfig(Section):
     name: str = "demo"  # a registered dataset (stages.street.datasets): demo, gta5, synthia, cityscapes, acdc, bdd100k
     root: Path | None = None  # None only for a generated dataset (demo: under <workdir>/data/demo)
     subsets: tuple[str, ...] | None = None  # a dataset's parts to read (ACDC's conditions: fog, night, rain, snow); None: all
+    images: str | None = None  # folder: a glob of its images under the root ({split}: train and val), e.g. frames/{split}/*.jpg
+    masks: str | None = None  # folder: each image's mask ({stem}, {name}, {split}, {dir}), e.g. masks/{split}/{stem}.png
+    classes: Path | None = None  # folder: its class file (names, colours, mask values; README "Your own data")
 
     @model_validator(mode="after")
     def _root_exists(self) -> DomainConfig:
-        if self.root is not None and not self.root.expanduser().exists():
-            raise ValueError(f"root: path does not exist: {self.root}")
+        for key in ("root", "classes"):
+            path = getattr(self, key)
+            if path is not None and not path.expanduser().exists():
+                raise ValueError(f"{key}: path does not exist: {path}")
         return self
 
 

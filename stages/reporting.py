@@ -84,7 +84,7 @@ def per_class_figure(named_iou: list[tuple[str, dict[str, float]]], classes: tup
     width = 0.8 / max(len(named_iou), 1)
     x = np.arange(len(classes))
     for k, (name, iou) in enumerate(named_iou):
-        ax.bar(x + k * width, [100 * np.nan_to_num(iou[c]) for c in classes], width, label=name)
+        ax.bar(x + k * width, [100 * np.nan_to_num(iou.get(c, np.nan)) for c in classes], width, label=name)
     ax.set_xticks(x + 0.4 - width / 2, classes, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("IoU (%)")
     ax.legend(fontsize=6)

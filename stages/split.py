@@ -50,12 +50,13 @@ def labelled_split(train_ids: list[str], data: DataConfig, path: Path | None = N
         for lineno, name in split_file_lines(path):
             match = _match_split_name(name, known)
             if match is None:
-                raise StageError(f"{path}:{lineno}: {name!r} is not a target train image")
+                raise StageError(f"{path}:{lineno}: {name!r} is not a target train image with a label")
             chosen.add(match)
         return sorted(chosen)
     n = len(train_ids) if data.labelled_target == "all" else data.labelled_target
     if n > len(train_ids):
-        raise StageError(f"data.labelled_target: {n} asked for, the target has {len(train_ids)} train images")
+        raise StageError(f"data.labelled_target: {n} asked for, the target has {len(train_ids)} train images with "
+                         "a label")
     # Rank by a hash of (seed, id): the same seed gives the same list on any machine and in any file order.
     ranked = sorted(train_ids, key=lambda i: hashlib.sha256(f"{data.seed}:{i}".encode()).hexdigest())
     return sorted(ranked[:n])
@@ -71,10 +72,11 @@ def _match_split_name(name: str, known: set[str]) -> str | None:
 
 
 def run(ctx: StageContext) -> StageResult:
-    index = pq.read_table(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "domain", "split"]).to_pylist()
-    train_ids = [r["image_id"] for r in index if r["domain"] == "target" and r["split"] == "train"]
+    index = pq.read_table(ctx.inputs["ingest"] / INDEX_FILE, columns=["image_id", "domain", "split", "label_path"])
+    train = [r for r in index.to_pylist() if r["domain"] == "target" and r["split"] == "train"]
+    train_ids = [r["image_id"] for r in train]
     path = split_file(ctx.cfg)
-    chosen = labelled_split(train_ids, ctx.cfg.data, path)
+    chosen = labelled_split([r["image_id"] for r in train if r["label_path"]], ctx.cfg.data, path)  # those with a mask
     write_atomic(ctx.out_dir / SPLIT_FILE, lambda tmp: tmp.write_text("".join(f"{i}\n" for i in chosen)))
     source = str(path) if path else \
         f"{ctx.cfg.data.labelled_target} from seed {ctx.cfg.data.seed}"

@@ -179,7 +179,7 @@ def break_gta5(root: Path) -> dict[str, str]:
     png(root / "labels" / "90005.png", ids(200))  # outside 0..33
     return {"90000.png": "image does not decode", "90001.png": "image does not decode",
             "90002.png": "image does not decode", "90003.png": "missing label file",
-            "90004.png": "label size 6x5 differs from image size 6x4", "90005.png": "label value 200 outside"}
+            "90004.png": "90004.png: size 6x5 differs from the image's 6x4", "90005.png": "label value 200 outside"}
 
 
 def test_broken_files_are_recorded_and_skipped(tmp_path):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.street.datasets import CLASS_SETS, CLASSES, IGNORE, PALETTE
+from stages.street.datasets import CITYSCAPES, class_set  # noqa: F401  (CITYSCAPES: the built-in class set)
 from stages.tasks import ClassSet
 
 STAGES = {"ingest": "stages.street.ingest", "split": "stages.split", "caption": "stages.street.caption",
           "embed_text": "stages.street.embed_text", "train": "stages.street.train",
           "evaluate": "stages.street.evaluate", "report": "stages.report"}
 PREDICTS = True  # `semidavil predict` and `export` read its checkpoints
-CITYSCAPES = ClassSet(CLASSES, PALETTE, IGNORE, dict(CLASS_SETS))
 # (name, dyce, vlp, dlg, whose captions DLG reads): the paper's Table 3, and the caption-content control
 TABLE3 = (("CT", False, False, False, "own"), ("CT+DyCE", True, False, False, "own"),
           ("CT+VLP", False, True, False, "own"), ("CT+VLP+DLG", False, True, True, "own"),
@@ -22,8 +21,9 @@ TABLE3 = (("CT", False, False, False, "own"), ("CT+DyCE", True, False, False, "o
 
 
 def classes(cfg: Any) -> ClassSet:
-    """Cityscapes' 19 classes: every built-in street dataset reads its labels into them."""
-    return CITYSCAPES
+    """The target's classes: Cityscapes' 19 (every built-in street dataset reads its labels into them), or a
+    folder target's class file."""
+    return class_set(cfg.data)
 
 
 def ablation(cfg: Any) -> list[tuple[str, tuple[str, ...]]]:

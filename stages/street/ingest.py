@@ -28,7 +28,16 @@ from pipeline.progress import progress
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import content_hash, write_parquet
 from stages.index import INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejected
-from stages.street.datasets import Sample, check_domain, dataset, dataset_roots, layout_of, list_samples, read_raw_label
+from stages.street.datasets import (
+    Sample,
+    check_domain,
+    class_set,
+    dataset,
+    dataset_roots,
+    labels,
+    layout_of,
+    list_samples,
+)
 
 NAME = "ingest"
 VERSION = 2  # 2: relative paths and content hashes; the labelled split moved to the split stage
@@ -47,6 +56,8 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     for name in dict.fromkeys((data.source.name, data.target.name)):  # a generated dataset: its own keys
         if keys := dataset(name).fingerprint_keys(data):
             where[name] = keys
+    for role in ("source", "target"):  # a folder: its patterns and its class file's content
+        where[role] |= dataset(getattr(data, role).name).domain_keys(data, role)
     return {"data": where}
 
 
@@ -54,12 +65,15 @@ def check_config(cfg: Config) -> None:
     """Each domain's dataset is registered (``stages.street.datasets``), may play its role, and has the root it needs."""
     for role, dom in (("source", cfg.data.source), ("target", cfg.data.target)):
         try:
-            check_domain(role, dom.name, dom.root, dom.subsets)
+            check_domain(role, dom.name, dom.root, dom.subsets, dom)
+            if role == "target":
+                class_set(cfg.data)  # a folder's class file reads
+            labels(cfg.data, role)
         except ValueError as err:
-            raise ConfigError(f"data.{err}") from None
+            raise ConfigError(f"data.{err}" if str(err).startswith(role) else f"data.{role}.classes: {err}") from None
 
 
-def check_sample(sample: Sample, layout: str) -> Check:
+def check_sample(sample: Sample, codec: Any) -> Check:
     """(height, width, image hash, label hash) of a usable image, or the reason to reject it.
 
     Each file is read once: its bytes are hashed and then decoded from memory.
@@ -76,27 +90,31 @@ def check_sample(sample: Sample, layout: str) -> Check:
     if not sample.label_path.exists():
         return f"missing label file {sample.label_path}"
     try:
-        raw = read_raw_label(sample.label_path, layout)
+        raw = codec.read_raw(sample.label_path)
         label_hash = content_hash(sample.label_path.read_bytes())
+    except ValueError as err:  # the codec names what is wrong with the file
+        return str(err)
     except Exception as err:
         return f"label does not decode ({type(err).__name__})"
     if raw.shape[:2] != (size[1], size[0]):
-        return f"label size {raw.shape[1]}x{raw.shape[0]} differs from image size {size[0]}x{size[1]}"
-    if raw.size and int(raw.max()) > (top := dataset(layout).MAX_LABEL_ID):
-        return f"label value {int(raw.max())} outside the {layout} id range 0..{top}"
+        return (f"label {sample.label_path}: size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
+                f"{size[0]}x{size[1]}")
+    if problem := codec.problem(raw):
+        return f"label {sample.label_path}: {problem}"
     return size[1], size[0], content_hash(image_bytes), label_hash
 
 
-def _check_chunk(args: tuple[list[Sample], str, tuple[str, ...]]) -> list[Check]:
-    samples, layout, plugins = args
+def _check_chunk(args: tuple[list[Sample], Any, tuple[str, ...]]) -> list[Check]:
+    samples, codec, plugins = args
     import_plugins(plugins)  # a spawned process: a plugin's dataset registers itself again
-    return [check_sample(s, layout) for s in samples]
+    return [check_sample(s, codec) for s in samples]
 
 
-def check_samples(samples: list[Sample], layout: str, label: str, plugins: tuple[str, ...] = ()) -> list[Check]:
-    """``check_sample`` over many files, in parallel processes, with a progress bar."""
+def check_samples(samples: list[Sample], codec: Any, label: str, plugins: tuple[str, ...] = ()) -> list[Check]:
+    """``check_sample`` over many files (``codec``: the domain's ``labels``), in parallel processes, with a
+    progress bar."""
     chunk = 256
-    chunks = [(samples[i:i + chunk], layout, plugins) for i in range(0, len(samples), chunk)]
+    chunks = [(samples[i:i + chunk], codec, plugins) for i in range(0, len(samples), chunk)]
     results: list[Check] = []
     # spawn, not fork: the driver may already run Ray and torch threads
     pool = ProcessPoolExecutor(mp_context=get_context("spawn")) if len(chunks) > 1 else None
@@ -116,6 +134,17 @@ def _domains(ctx: StageContext) -> dict[str, tuple[str, Path]]:
             for role, dom in (("source", data.source), ("target", data.target))}
 
 
+def _samples(ctx: StageContext, role: str, layout: str, root: Path, same: bool) -> list[Sample]:
+    """The domain's images (ids prefixed with the layout, and the role when both domains share one layout)."""
+    try:
+        samples = list_samples(layout, root, getattr(ctx.cfg.data, role), f"{layout}_{role}" if same else layout)
+    except ValueError as err:
+        raise StageError(f"data.{role}.{err}") from None
+    if not samples:
+        raise StageError(f"data.{role}.root: no {layout} images under {root} (expected {dataset(layout).LAYOUT})")
+    return samples
+
+
 def _relative(path: Path | None, root: Path) -> str | None:
     return None if path is None else path.relative_to(root).as_posix()
 
@@ -123,11 +152,11 @@ def _relative(path: Path | None, root: Path) -> str | None:
 def run(ctx: StageContext) -> StageResult:
     rows: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
     rejected: list[tuple[str, str]] = []
-    for role, (layout, root) in _domains(ctx).items():
-        samples = list_samples(layout, root, getattr(ctx.cfg.data, role).subsets)
-        if not samples:
-            raise StageError(f"data.{role}.root: no {layout} images under {root} (expected {dataset(layout).LAYOUT})")
-        checks = check_samples(samples, layout, role, ctx.cfg.plugins)
+    domains = _domains(ctx)
+    same = domains["source"][0] == domains["target"][0]
+    for role, (layout, root) in domains.items():
+        samples = _samples(ctx, role, layout, root, same)
+        checks = check_samples(samples, labels(ctx.cfg.data, role), role, ctx.cfg.plugins)
         rejected += [(str(s.image_path), c) for s, c in zip(samples, checks, strict=True) if isinstance(c, str)]
         for s, check in zip(samples, checks, strict=True):
             if isinstance(check, str):

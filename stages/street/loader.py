@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from stages.street.datasets import IGNORE, load_label
+from stages.street.datasets import IGNORE, Labels
 from stages.street.images import read_rgb, resize_image, resize_label
 
 STREAMS = ("source", "labelled_target", "unlabelled")
@@ -29,8 +29,10 @@ class CropSet(Dataset):
     ``image_id`` str.
     """
 
-    def __init__(self, rows: list[dict], dataset: str, crop: int, resize: tuple[int, int] | None):
-        self.rows, self.dataset, self.crop, self.resize = rows, dataset, crop, resize
+    def __init__(self, rows: list[dict], labels: Any, crop: int, resize: tuple[int, int] | None):
+        """``labels``: the domain's label codec (``stages.street.datasets.labels``), or a dataset layout's name."""
+        self.rows, self.crop, self.resize = rows, crop, resize
+        self.labels = Labels(labels) if isinstance(labels, str) else labels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -39,7 +41,7 @@ class CropSet(Dataset):
         i, seed = item
         row = self.rows[i]
         image = read_rgb(row["image_path"])
-        label = load_label(row["label_path"], self.dataset) if row["label_path"] else None
+        label = self.labels.read(row["label_path"]) if row["label_path"] else None
         if self.resize is not None:
             image = resize_image(image, self.resize)
             label = None if label is None else resize_label(label, self.resize)
@@ -92,11 +94,12 @@ def default_workers(cpus: int, streams: int) -> int:
 
 
 def stream(rows: list[dict], crop: int, resize: tuple[int, int] | None, batch_size: int, seed: int, k: int,
-           start: int, workers: int, pin: bool) -> Iterator[dict[str, Any]] | None:
-    """An endless iterator of batches of one stream, or None when it has no images."""
+           start: int, workers: int, pin: bool, labels: Any = None) -> Iterator[dict[str, Any]] | None:
+    """An endless iterator of batches of one stream (``labels``: its domain's codec; default: its dataset's
+    functions), or None when it has no images."""
     if not rows:
         return None
-    loader = DataLoader(CropSet(rows, rows[0]["dataset"], crop, resize),
+    loader = DataLoader(CropSet(rows, labels or rows[0]["dataset"], crop, resize),
                         batch_sampler=StepSampler(len(rows), batch_size, seed, k, start), num_workers=workers,
                         pin_memory=pin, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                         generator=torch.Generator().manual_seed(seed))  # its own: the step's generators stay untouched

@@ -3,7 +3,9 @@
 Each image is captioned and its caption embedded with the captioner and text encoder of the run that made
 the checkpoint (its config travels in the checkpoint's header; ``--set`` overrides it, e.g. a local
 ``caption.model`` directory), then the teacher (or the student) segments it by sliding windows, as evaluate
-does. For each image: ``<name>_pred.png`` (Cityscapes palette) and ``<name>_overlay.png``, at the input size.
+does. For each image: ``<name>_pred.png`` (the class set's palette) and ``<name>_overlay.png``, at the input size,
+and with ``--format dataset`` the prediction in the target dataset's own format (Cityscapes: labelIds; a folder:
+its masks' values or colours), named as the dataset names it, in ``masks/``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Predictor:
     text: Any  # models.street.text.TextEncoder
     device: Any  # torch.device
     num_classes: int  # the checkpoint's
+    classes: Any = None  # stages.tasks.ClassSet: the names and colours of the checkpoint's classes
+    labels: Any = None  # the target dataset's label codec: predictions in its format
 
     def language(self, images: list[np.ndarray]) -> list[tuple[Any, Any]]:
         """Each image's caption as F_L (1, max_tokens, c) with its mask, as the embed_text store would hold
@@ -96,14 +100,16 @@ def load_predictor(path: Path, which: str | None, overrides: list[str], device: 
     from models.street.captioner import load_captioner
     from models.street.text import load_text_encoder
     from stages.checkpoint import load_model, read_meta
+    from stages.street.datasets import from_prediction_format
 
     device = device or pick_device()
     meta = read_meta(path)
     cfg = inference_config(meta, overrides, path)
     model = load_model(path, cfg.model, which, device)
     captioner = load_captioner(cfg.caption.model, cfg.caption.dtype, device)
+    classes, codec = from_prediction_format(meta.get("prediction_format"))
     return Predictor(cfg, model, captioner, load_text_encoder(cfg.text.model, cfg.text.pretrained, device), device,
-                     int(meta["num_classes"]))
+                     int(meta["num_classes"]), classes, codec)
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -128,16 +134,38 @@ class Predicted:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (image, why)
 
 
-def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, label_ids: bool = False) -> Path:
+FORMATS = ("colour", "dataset", "labelids")  # labelids: the name --format dataset had for Cityscapes' labelIds
+
+
+def formatted(predictor: Predictor, name: str, pred: np.ndarray, fmt: str) -> list[tuple[Path, np.ndarray]]:
+    """The prediction in the format asked: ``dataset`` (the target's own, named as it names files, in masks/) or
+    ``labelids`` (Cityscapes labelIds in labelIds/, as the benchmark server takes them; 19-class checkpoints)."""
+    from stages.street.datasets import CITYSCAPES, label_ids_name, to_label_ids
+
+    if fmt == "dataset":
+        return [(Path("masks") / predictor.labels.name(name), predictor.labels.encode(pred))]
+    if fmt == "labelids":
+        if predictor.classes.names != CITYSCAPES.names:
+            raise ValueError(f"--format labelids: the checkpoint's classes are not Cityscapes' 19 "
+                             f"({len(predictor.classes)} classes); use --format dataset")
+        return [(Path("labelIds") / label_ids_name(name), to_label_ids(pred))]
+    return []
+
+
+def check_format(predictor: Predictor, fmt: str) -> None:
+    """ValueError, before any image is read, for a format the checkpoint cannot be written in."""
+    formatted(predictor, "check", np.zeros((1, 1), np.uint8), fmt)
+
+
+def write_outputs(out_dir: Path, name: str, image: np.ndarray, pred: np.ndarray, predictor: Predictor,
+                  fmt: str = "colour") -> Path:
     from PIL import Image
 
     from pipeline.store import atomic_path
-    from stages.street.datasets import colourise, label_ids_name, to_label_ids
 
-    colours = colourise(pred)
+    colours = predictor.classes.colourise(pred)
     outputs = [(out_dir / f"{name}_pred.png", colours), (out_dir / f"{name}_overlay.png", overlay(image, colours))]
-    if label_ids:  # <city>_<seq>_<frame>_leftImg8bit.png in labelIds/, as the benchmark server takes them
-        outputs.append((out_dir / "labelIds" / label_ids_name(name), to_label_ids(pred)))
+    outputs += [(out_dir / path, array) for path, array in formatted(predictor, name, pred, fmt)]
     for path, array in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -159,9 +187,9 @@ def read_images(paths: list[Path], result: Predicted) -> list[tuple[Path, np.nda
 
 
 def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch_size: int = 8,
-                   label_ids: bool = False) -> Predicted:
-    """Caption, embed and segment ``paths`` in batches; write a prediction and an overlay per image (and with
-    ``label_ids`` a Cityscapes labelId PNG named after it)."""
+                   fmt: str = "colour") -> Predicted:
+    """Caption, embed and segment ``paths`` in batches; write a prediction and an overlay per image (and in
+    ``fmt``, ``formatted``'s, the prediction in the dataset's format)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names, result = dict(zip(paths, output_names(paths), strict=True)), Predicted()
     with progress("predict", total=len(paths), unit="images") as advance:
@@ -171,7 +199,7 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: Path, batch
             texts = predictor.language([im for _, im in images]) if images else []
             for (p, image), (text, mask) in zip(images, texts, strict=True):
                 result.written.append(write_outputs(out_dir, names[p], image, predictor.segment(image, text, mask),
-                                                    label_ids))
+                                                    predictor, fmt))
             advance(len(chunk))
     for p, why in result.skipped:
         console.print(f"[yellow]skipped[/] {p}: {why}", soft_wrap=True)  # the whole path, however long

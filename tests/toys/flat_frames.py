@@ -4,6 +4,7 @@ they are (Cityscapes trainIds, 255 ignored); predictions written the same way.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,7 +17,7 @@ ROLES = ("source", "target")
 MAX_LABEL_ID = 255
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     return [Sample(f"{name}/{p.parent.name}/{p.stem}", p.parent.name, p, root / "masks" / p.parent.name / p.name)
             for p in sorted((root / "frames").glob("*/*.png"))]
 

@@ -8,6 +8,7 @@ Rein's and MIC's mmsegmentation configs read it (``img_path="rgb_anon/fog/train"
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from stages.street.datasets.classes import Sample, as_class_ids, read_png, to_label_ids
 
@@ -21,9 +22,9 @@ to_train_ids = as_class_ids  # the gt files hold trainIds
 encode_prediction = to_label_ids
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     out = []
-    for condition in subsets or SUBSETS:
+    for condition in getattr(domain, "subsets", None) or SUBSETS:
         for split in ("train", "val"):
             for img in sorted((root / "rgb_anon" / condition / split).glob("*/*_rgb_anon.png")):
                 stem = img.name.removesuffix("_rgb_anon.png")

@@ -7,6 +7,7 @@ test frames have no mask and are not read. Predictions are written as trainIds, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from stages.street.datasets.classes import Sample, as_class_ids, png_name, read_png
 
@@ -18,7 +19,7 @@ to_train_ids = encode_prediction = as_class_ids  # trainIds in, trainIds out
 prediction_name = png_name
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     return [Sample(f"{name}/{split}/{img.stem}", split, img, root / "labels" / "sem_seg" / "masks" / split /
                    f"{img.stem}.png")
             for split in ("train", "val") for img in sorted((root / "images" / "10k" / split).glob("*.jpg"))]

@@ -5,6 +5,7 @@ as the official download and ``cityscapesscripts`` lay them out). Predictions ar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ encode_prediction = to_label_ids  # labelIds, as the benchmark server reads them
 prediction_name = label_ids_name
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     out = []
     for split in ("train", "val"):
         for img in sorted((root / "leftImg8bit" / split).glob("*/*_leftImg8bit.png")):

@@ -4,6 +4,7 @@ Cityscapes labelIds (as the download unpacks; DAFormer's and HRDA's loaders read
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ PAPER_TABLE3 = {"cityscapes": {"labelled": (100, 200, 500, 1000), "rows": {
     (True, True, True, True): (71.1, 72.5, 72.9, 74.8)}}}
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     return flat_samples(root, name, "images", "labels")
 
 

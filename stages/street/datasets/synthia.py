@@ -5,6 +5,7 @@ Reported over 16 and 13 classes (no terrain, truck, train; and no wall, fence, p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ PAPER_TABLE3 = {"cityscapes": {"labelled": (100, 200, 500, 1000), "rows": {
     (True, True, True, True): (76.9, 77.2, 78.6, 79.7)}}}
 
 
-def samples(root: Path, name: str, subsets: tuple[str, ...] | None = None) -> list[Sample]:
+def samples(root: Path, name: str, domain: Any = None) -> list[Sample]:
     return flat_samples(root, name, "RGB", "GT/LABELS")
 
 

@@ -18,7 +18,7 @@ from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
 from stages.evaluation import Held, evaluate_on_ray
 from stages.index import INDEX_FILE, read_index
-from stages.street.datasets import colourise, dataset, dataset_roots, load_label
+from stages.street.datasets import dataset_roots, labels
 from stages.street.images import read_rgb, resize_image
 from stages.street.language import TextEmbeddingStore, served_captions
 from stages.street.metrics import confusion, iou_per_class, miou
@@ -33,10 +33,15 @@ def prediction_path(pred_dir: Path, image_id: str) -> Path:
     return pred_dir / f"{image_id.replace('/', '__')}.png"
 
 
-def label_ids_path(pred_dir: Path, image_id: str, layout: str) -> Path:
+def label_ids_path(pred_dir: Path, image_id: str, codec: Any) -> Path:
     """Where the prediction goes in the dataset's own format, named as the dataset names it (Cityscapes:
-    ``<city>_<seq>_<frame>_leftImg8bit.png``, for cityscapesscripts)."""
-    return pred_dir / LABEL_IDS_DIR / dataset(layout).prediction_name(image_id.rsplit("/", 1)[-1])
+    ``<city>_<seq>_<frame>_leftImg8bit.png``, for cityscapesscripts; ``codec``: the target's ``labels``)."""
+    return pred_dir / LABEL_IDS_DIR / codec.name(image_id.rsplit("/", 1)[-1])
+
+
+def truth_path(pred_dir: Path, image_id: str) -> Path:
+    """The ground truth in the class set's colours, for the report's examples."""
+    return pred_dir / "truth" / f"{image_id.replace('/', '__')}.png"
 
 
 def saves(cfg: Config, k: int) -> bool:
@@ -44,13 +49,17 @@ def saves(cfg: Config, k: int) -> bool:
     return cfg.eval.save_predictions == "all" or k < cfg.eval.save_predictions
 
 
-def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray, layout: str) -> None:
+def save_prediction(pred_dir: Path, image_id: str, pred: np.ndarray, codec: Any, classes: Any) -> None:
     """The colour PNG (the class set's palette) and the PNG in the dataset's format, named after the image."""
-    for path, array in ((prediction_path(pred_dir, image_id), colourise(pred)),
-                        (label_ids_path(pred_dir, image_id, layout), dataset(layout).encode_prediction(pred))):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Image.fromarray(array).save(tmp, format="PNG")
+    for path, array in ((prediction_path(pred_dir, image_id), classes.colourise(pred)),
+                        (label_ids_path(pred_dir, image_id, codec), codec.encode(pred))):
+        save_png(path, array)
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
 
 
 class Evaluator(Held):
@@ -63,18 +72,21 @@ class Evaluator(Held):
         self.model = load_model(Path(ckpt_path), self.cfg.model, self.cfg.eval.model, self.device)
         self.store = TextEmbeddingStore(store_path, self.cfg.model.dlg_captions)  # as training read it
         self.pred_dir = Path(pred_dir)
-        self.num_classes = len(task_of(self.cfg.task).classes(self.cfg))
+        self.classes = task_of(self.cfg.task).classes(self.cfg)
+        self.num_classes, self.labels = len(self.classes), labels(self.cfg.data, "target")
 
     def __call__(self, rows: list[dict[str, Any]], first: int) -> np.ndarray:
         """Confusion counts (C, C) of ``rows``; ``first``: the index of rows[0] among all val images."""
         cfg, n = self.cfg, self.num_classes
         conf = np.zeros((n, n), dtype=np.int64)
         for k, row in enumerate(rows, first):
-            label = load_label(row["label_path"], row["dataset"])  # decoded by its own dataset
+            label = self.labels.read(row["label_path"])  # decoded by the target's own dataset
             pred = self.predict_row(row, label.shape)
             conf += confusion(pred, label, n)
             if saves(cfg, k):
-                save_prediction(self.pred_dir, row["image_id"], pred, row["dataset"])
+                save_prediction(self.pred_dir, row["image_id"], pred, self.labels, self.classes)
+                if k < EXAMPLES:
+                    save_png(truth_path(self.pred_dir, row["image_id"]), self.classes.colourise(label))
         return conf
 
     def predict_row(self, row: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
@@ -116,6 +128,7 @@ def evaluate(ctx: StageContext) -> StageResult:
     shown = [r for k, r in enumerate(rows[:EXAMPLES]) if saves(cfg, k)]
     captions = served_captions(ctx.inputs["embed_text"], [r["image_id"] for r in shown], cfg.model.dlg_captions)
     examples = [{"image_id": r["image_id"], "image": r["image_path"], "label": r["label_path"], "dataset": r["dataset"],
+                 "truth": str(truth_path(pred_dir, r["image_id"])),
                  "prediction": str(prediction_path(pred_dir, r["image_id"])), "caption": captions[r["image_id"]]}
                 for r in shown]
     write_json(run_description(ctx.cfg, ctx) | {"examples": examples}, ctx.out_dir / "run.json")
@@ -138,6 +151,16 @@ def write_metrics(ctx: StageContext, conf: np.ndarray, images: int) -> dict[str,
     return metrics
 
 
+def headline_set(cfg: Config) -> int | str:
+    """The class set a run is judged on: a target's own classes (a folder's: all of them), else the source's
+    first reported set (SYNTHIA: 16; else 19)."""
+    from stages.street.datasets import dataset, eval_class_sets, layout_of
+
+    if dataset(layout_of(cfg.data.target.name, "target")).class_set is not None:
+        return len(task_of(cfg.task).classes(cfg))
+    return eval_class_sets(cfg.data.source.name)[0]
+
+
 def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """What the report needs to place this run in the paper's tables: the training's own account of what it
     used (CT, DyCE, VLP, DLG, image counts), the benchmark, the labelled count and the seed."""
@@ -145,6 +168,7 @@ def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     labelled = cfg.data.labelled_target if cfg.data.split_file is None else setup["labelled_target_images"]
     return {
         **setup, "source": cfg.data.source.name, "target": cfg.data.target.name, "labelled_target": labelled,
+        "headline": f"mIoU{headline_set(cfg)}",
         "split_file": str(cfg.data.split_file or ""), "seed": [cfg.data.seed, cfg.train.seed],
         "vision_model": cfg.model.vision_model, "iterations": cfg.train.iterations,
         "evaluate_fingerprint": ctx.fingerprint, "train_dir": str(ctx.inputs["train"]),

@@ -26,12 +26,12 @@ from pipeline.stage import StageContext, StageResult
 from pipeline.store import write_atomic, write_parquet
 from stages.records import records_table
 from stages.reporting import Table, mean_std, pct
-from stages.street.datasets import CLASSES, eval_class_sets, paper_table3
+from stages.street.datasets import eval_class_sets, paper_table3
 
 LABELLED_COLUMNS = (0, 100, 200, 500, 1000, "all")
 
 
-def run_fields(classes: tuple[str, ...]) -> dict[str, pa.DataType]:
+def run_fields(classes: tuple[str, ...], mious: tuple[str, ...] = ()) -> dict[str, pa.DataType]:
     """The street task's run record (``runs.parquet``): what evaluate and train's setup write, each key typed, so
     that runs of any settings tabulate together (a run without consistency training has no colour jitter)."""
     text, flag, whole, real = pa.string(), pa.bool_(), pa.int64(), pa.float64()
@@ -40,7 +40,8 @@ def run_fields(classes: tuple[str, ...]) -> dict[str, pa.DataType]:
             "dlg_captions": text, "vlp": flag, "vision_init": text, "vision_model": text, "iterations": whole,
             "labelled_target_images": whole, "unlabelled_images": whole, "source_images": whole,
             "mIoU19": real, "mIoU16": real, "mIoU13": real, "images": whole, "evaluate_fingerprint": text,
-            "train_dir": text, "evaluate_dir": text, **{f"iou_{c}": real for c in classes}}
+            "train_dir": text, "evaluate_dir": text, "headline": text, **{k: real for k in mious},
+            **{f"iou_{c}": real for c in classes}}
 
 
 def check(flag: bool) -> str:
@@ -48,9 +49,16 @@ def check(flag: bool) -> str:
 
 
 def headline(run: dict[str, Any]) -> tuple[str, str]:
-    """The class set a run is judged on: mIoU16 for SYNTHIA, mIoU19 otherwise."""
-    key = f"mIoU{eval_class_sets(run['source'])[0]}"
+    """The class set a run is judged on (its evaluation says which: a folder target's own classes; mIoU16 for
+    SYNTHIA; mIoU19 otherwise)."""
+    key = run.get("headline") or f"mIoU{eval_class_sets(run['source'])[0]}"
     return key, pct(run[key])
+
+
+def class_names(runs: list[dict[str, Any]]) -> list[str]:
+    """Every class the runs were scored on, in their order (one target's classes; a work directory that holds
+    runs on other targets lists each target's)."""
+    return list(dict.fromkeys(c for r in runs for c in r["per_class"]))
 
 
 COMPONENTS = (("CT", "ct"), ("DyCE", "dyce"), ("VLP", "vlp"), ("DLG", "dlg"))
@@ -124,9 +132,10 @@ def ablation_table(runs: list[dict[str, Any]]) -> Table:
 
 def class_table(runs: list[dict[str, Any]]) -> Table:
     """Table 4: per-class IoU of each run, with the strong views its consistency training actually ran."""
-    rows = [[run_name(r), r.get("mixing", "-"), *(pct(r["per_class"][c]) for c in CLASSES), headline(r)[1]]
-            for r in runs]
-    return Table("table-4", "Per-class IoU (paper Table 4)", ["run", "CT's strong views", *CLASSES, "mIoU"], rows,
+    names = class_names(runs)
+    rows = [[run_name(r), r.get("mixing", "-"), *(pct(r["per_class"].get(c, float("nan"))) for c in names),
+             headline(r)[1]] for r in runs]
+    return Table("table-4", "Per-class IoU (paper Table 4)", ["run", "CT's strong views", *names, "mIoU"], rows,
                  "'CT's strong views': which mixing ran (train/<fp>/setup.json); the shares of strong-view pixels "
                  "taught by pasted ground truth and by pseudo-labels are in the training curves.")
 
@@ -141,12 +150,12 @@ def figures(runs: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
     for k, (r, name) in enumerate(zip(runs, names, strict=True)):
         path = Path(r["evaluate_dir"]) / "confusion.npy"
         if path.exists():
-            confusions.append({"name": name, "path": confusion_figure(np.load(path), CLASSES, name,
+            confusions.append({"name": name, "path": confusion_figure(np.load(path), list(r["per_class"]), name,
                                                                       out_dir / f"confusion_{k}.png")})
     return {"curves": curves_figure([(n, read_metrics(Path(r["train_dir"]))) for r, n in zip(runs, names, strict=True)],
                                     out_dir / "curves.png", CURVES),
             "per_class": per_class_figure([(n, r["per_class"]) for r, n in zip(runs, names, strict=True)],
-                                          CLASSES, out_dir / "per_class.png"),
+                                          class_names(runs), out_dir / "per_class.png"),
             "confusion": confusions}
 
 
@@ -191,6 +200,15 @@ def caption_text(example: dict[str, Any], run: dict[str, Any]) -> str:
     return f"“{caption}”" if caption else "(empty caption)"
 
 
+def legend(cfg: Any) -> list[dict[str, str]]:
+    """The target's classes and their colours in the example panels."""
+    from stages.street.datasets import class_set
+
+    classes = class_set(cfg.data)
+    return [{"name": n, "colour": "#{:02x}{:02x}{:02x}".format(*map(int, c))}
+            for n, c in zip(classes.names, classes.palette, strict=True)]
+
+
 def report(ctx: StageContext, runs: list[dict[str, Any]]) -> StageResult:
     """The street task's report of its evaluated ``runs``: report.md, index.html with its figures, runs.parquet."""
     from stages.street.report.html import render
@@ -205,9 +223,11 @@ def report(ctx: StageContext, runs: list[dict[str, Any]]) -> StageResult:
         "## Training curves", f"![training curves]({figs['curves']})",
     ]) + "\n"
     write_atomic(ctx.out_dir / "report.md", lambda tmp: tmp.write_text(text))
-    render({"workdir": str(ctx.workdir), "runs": runs, "tables": tables, "figures": figs,
+    render({"workdir": str(ctx.workdir), "runs": runs, "tables": tables, "figures": figs, "legend": legend(ctx.cfg),
             "examples": example_groups(runs, ctx.out_dir)}, ctx.out_dir / "index.html")
+    names = class_names(runs)
     flat = [{k: v for k, v in r.items() if k not in ("per_class", "examples")}
-            | {f"iou_{c}": r["per_class"][c] for c in CLASSES} for r in runs]
-    write_parquet(records_table(flat, run_fields(CLASSES)), ctx.out_dir / "runs.parquet")
+            | {f"iou_{c}": r["per_class"].get(c) for c in names} for r in runs]
+    mious = tuple(sorted({k for r in runs for k in r if k.startswith("mIoU")}))
+    write_parquet(records_table(flat, run_fields(tuple(names), mious)), ctx.out_dir / "runs.parquet")
     return StageResult(len(runs), {"report": str(ctx.out_dir / "index.html")})

@@ -19,7 +19,10 @@ def example_cells(example: dict[str, str], out_dir: Path, key: str) -> list[str]
     from stages.street.images import read_rgb
 
     stem = f"{key}_{example['image_id'].replace('/', '__')}"
-    truth = colourise(load_label(example["label"], example.get("dataset", DEFAULT_LAYOUT)))
+    if Path(example.get("truth", "")).is_file():  # coloured by the evaluation, in its class set's palette
+        truth = read_rgb(example["truth"])
+    else:  # a run evaluated before it saved its ground truth: Cityscapes' classes
+        truth = colourise(load_label(example["label"], example.get("dataset", DEFAULT_LAYOUT)))
     return [save_example(read_rgb(example["image"]), out_dir / "examples" / f"{stem}_image.png"),
             save_example(truth, out_dir / "examples" / f"{stem}_gt.png"),
             save_example(read_rgb(example["prediction"]), out_dir / "examples" / f"{stem}_pred.png")]

@@ -17,7 +17,7 @@ fit are ``stages.training``'s, shared with the volumetric trainer; this module k
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from pipeline.stage import StageContext, StageError, StageResult
 from stages import training
 from stages.checkpoint import Checkpoint
 from stages.index import INDEX_FILE, read_index, read_split
-from stages.street.datasets import dataset_roots
+from stages.street.datasets import dataset_roots, labels, prediction_format
 from stages.street.language import TextEmbeddingStore
 from stages.street.loader import STREAMS, Streams, default_workers, stream
 from stages.tasks import task_of
@@ -56,6 +56,7 @@ class TrainingSet:
     source: list[dict[str, Any]]
     labelled_target: list[dict[str, Any]]
     unlabelled: list[dict[str, Any]]
+    labels: dict[str, Any] = field(default_factory=dict)  # role -> label codec (default: each dataset's functions)
 
 
 def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[str], cfg: Config) -> TrainingSet:
@@ -67,7 +68,8 @@ def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[st
         raise StageError(f"{index_path}: no source images")
     unlabelled = [{**r, "label_path": None} for r in target_train if r["image_id"] not in labelled]
     return TrainingSet(src, [r for r in target_train if r["image_id"] in labelled],
-                       unlabelled if uses_consistency(cfg) else [])
+                       unlabelled if uses_consistency(cfg) else [],
+                       {role: labels(cfg.data, role) for role in ("source", "target")})
 
 
 def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin: bool) -> Streams:
@@ -77,7 +79,8 @@ def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin:
     workers = default_workers(t.cpus_per_worker, n_streams) if t.loader_workers == "auto" else t.loader_workers
     sizes = {"source": t.source_size, "labelled_target": t.target_size, "unlabelled": t.target_size}
     return Streams(*(stream(getattr(data, name), t.crop_size, sizes[name], t.batch_size, seed, k, start, workers,
-                            pin) for k, name in enumerate(STREAMS)))
+                            pin, data.labels.get("source" if name == "source" else "target"))
+                     for k, name in enumerate(STREAMS)))
 
 
 # augmentation ----------------------------------------------------------------------------------------
@@ -385,7 +388,8 @@ def checkpoint_meta(cfg: Config, text_dim: int) -> dict[str, Any]:
     and the config sections that rebuild the model and describe a new image to it as training did."""
     model = cfg.model.model_dump(mode="json") | {"imagenet_checkpoint": None}  # its weights are in the checkpoint
     sections = {name: getattr(cfg, name).model_dump(mode="json") for name in ("caption", "text", "train", "eval")}
-    return {"text_dim": text_dim, "num_classes": num_classes(cfg), "config": {"model": model, **sections}}
+    return {"text_dim": text_dim, "num_classes": num_classes(cfg), "config": {"model": model, **sections},
+            "prediction_format": prediction_format(cfg.data)}
 
 
 def setup_worker(config: dict[str, Any]) -> Worker:
