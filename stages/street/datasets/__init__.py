@@ -83,7 +83,7 @@ def check_domain(role: str, name: str, root: Path | None, subsets: tuple[str, ..
     for key in DOMAIN_KEYS:
         given = getattr(domain, key, None) is not None
         if given and key not in spec.KEYS:
-            raise ValueError(f"{role}.{key}: dataset '{name}' does not read it (only {_readers(key)} do)")
+            raise ValueError(f"{role}.{key}: dataset '{name}' does not read it (only {_readers(key)} reads it)")
         if not given and key in spec.REQUIRED:
             raise ValueError(f"{role}.{key}: required for dataset '{name}' ({spec.LAYOUT})")
     if role not in spec.ROLES:
