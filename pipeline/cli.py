@@ -283,6 +283,36 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
 
 
 @app.command()
+def select(budget: Annotated[int, typer.Option(help="How many new target images to label.")],
+           out_file: Annotated[Path, typer.Option("--out", help="The split file to write (data.split_file reads "
+                                                  "it); the ranking goes beside it as .csv.")],
+           strategy: Annotated[str, typer.Option(help="random, uncertainty (RIPU's score under --from's teacher), "
+                                                 "diverse (k-centre over caption embeddings) or mixed (the most "
+                                                 "uncertain of each cluster).")] = "diverse",
+           from_: Annotated[Path | None, typer.Option("--from", help="A train directory or checkpoint whose teacher "
+                                                      "scores the images (uncertainty, mixed).")] = None,
+           config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
+    """Propose which target train images to label next: the labelled split kept, BUDGET new ones chosen by
+    STRATEGY, written as a split file for data.split_file."""
+    cfg = _config(config, set_, workdir=workdir)
+    if task_of(cfg.task).selector is None:
+        err_console.print(f"[red]error:[/] task: the {cfg.task} task has no select", soft_wrap=True)
+        raise typer.Exit(2)
+    selecting = task_of(cfg.task).selector()  # the task's own select module
+    try:
+        pool = selecting.open_pool(cfg)
+        selecting.check_request(pool, budget, strategy, from_)
+        checkpoint = selecting.model_file(from_) if from_ is not None else None
+        chosen = selecting.choose(cfg, pool, budget, strategy, checkpoint)
+    except (ValueError, StageError) as err:
+        err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    ranking = selecting.write_selection(out_file, pool, chosen, strategy, budget)
+    out.print(f"{budget} new of {len(pool.candidates)} unlabelled ({strategy}), {len(pool.labelled)} kept: "
+              f"{out_file}; ranking: {ranking}", soft_wrap=True)
+
+
+@app.command()
 def verify(config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
     """Check every stage output of the work directory against what its stage recorded (sizes, Parquet
     footers) and name every missing or damaged file; exit 1 if there is one."""

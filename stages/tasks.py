@@ -59,7 +59,7 @@ def _no_notes(cfg: Any) -> list[str]:
 TASKS = Registry("task", "task", {
     "street": "stages.street",
     "synapse": "stages.synapse",
-}, {"DEFAULT_SPLIT_FILE": None, "SWEEP_LABELLED": None, "PREDICTS": False, "notes": _no_notes})
+}, {"DEFAULT_SPLIT_FILE": None, "SWEEP_LABELLED": None, "PREDICTS": False, "notes": _no_notes, "selector": None})
 register, names = TASKS.register, TASKS.names
 LEGACY = "street"  # the task of records written before records named theirs (run.json, checkpoints)
 

@@ -70,6 +70,13 @@ def results(metrics: dict[str, Any]) -> list[Any]:
     return [table, *(f"{key}: {100 * metrics[key]:.2f}" for key in metrics if key.startswith("mIoU"))]
 
 
+def selector() -> Any:
+    """The module ``semidavil select`` runs for this task (``stages.street.select``)."""
+    from stages.street import select
+
+    return select
+
+
 def predictor() -> Any:
     """The module ``semidavil predict`` runs for this task's checkpoints (``stages.street.predict``)."""
     from stages.street import predict

@@ -1,0 +1,231 @@
+"""`semidavil select`: which target train images to label next, for a budget (issue 37; ``models.selection``).
+
+It reads what the work directory already holds for the config: the index (ingest), the labelled split (kept:
+a budget counts new images only, so a second ``select`` from a run trained on the first split adds N more), the
+text store (embed_text: each image's pooled caption embedding, the descriptor of ``diverse``) and, for
+``uncertainty`` and ``mixed``, a trained model (``--from``: a train directory or a checkpoint) whose teacher
+predicts each unlabelled image. It writes the split file (``data.split_file`` reads it) and the ranking as CSV
+beside it. The teacher's scores are kept in ``<workdir>/select/<digest>/scores.parquet`` (the digest of the index,
+the split, the model file and the strategy's settings), so a rerun reuses them.
+
+Strategies: ``random`` (the split stage's seeded draw), ``uncertainty`` (RIPU's image score), ``diverse``
+(k-centre greedy over caption embeddings), ``mixed`` (the most uncertain image of each of N clusters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+
+STRATEGIES = ("random", "uncertainty", "diverse", "mixed")
+NEEDS_MODEL = ("uncertainty", "mixed")
+NEEDS_CAPTIONS = ("uncertainty", "diverse", "mixed")  # the caption embeddings: a descriptor, or the model's language
+SCORES_FILE = "scores.parquet"
+
+
+class SelectError(ValueError):
+    """A selection that cannot be made; the message names the option, file or stage at fault."""
+
+
+@dataclass
+class Pool:
+    """The target train images: those labelled already and those to choose from, with what the work directory
+    holds for them."""
+
+    labelled: list[str]
+    candidates: list[dict[str, Any]]  # index rows (absolute paths) of the unlabelled target train images
+    text_store: Path | None  # embed_text's output, if complete
+    index_digest: str
+
+
+def _completed(cfg: Config, stage: str) -> Path | None:
+    """The output folder of the config's complete run of ``stage``, or None."""
+    from pipeline.runner import completed, fingerprints, open_manifest, stage_dir
+
+    manifest = open_manifest(cfg, read_only=True)
+    fp = fingerprints(cfg, manifest)[stage] if manifest else None
+    record = completed(manifest, Path(cfg.paths.workdir), stage, fp)
+    return stage_dir(cfg.paths.workdir, stage, fp) if record else None
+
+
+def open_pool(cfg: Config) -> Pool:
+    """The work directory's target train images, split into labelled (the config's split, as the split stage
+    draws or reads it) and candidates; SelectError naming the stage to run first."""
+    from stages.index import INDEX_FILE, read_index
+    from stages.split import labelled_split, split_file
+    from stages.street.datasets import dataset_roots
+
+    ingest = _completed(cfg, "ingest")
+    if ingest is None:
+        raise SelectError(f"{cfg.paths.workdir}: no index for this config: run ingest first (`semidavil run`)")
+    rows = read_index(ingest / INDEX_FILE, dataset_roots(cfg.data, Path(cfg.paths.workdir)))
+    train = [r for r in rows if r["domain"] == "target" and r["split"] == "train"]
+    labelled = labelled_split([r["image_id"] for r in train if r["label_path"]], cfg.data, split_file(cfg))
+    digest = hashlib.sha256((ingest / INDEX_FILE).read_bytes()).hexdigest()[:16]
+    return Pool(labelled, [r for r in train if r["image_id"] not in set(labelled)], _completed(cfg, "embed_text"),
+                digest)
+
+
+def check_request(pool: Pool, budget: int, strategy: str, model: Path | None) -> None:
+    """SelectError, before anything is computed or written, for a request that cannot be met."""
+    if strategy not in STRATEGIES:
+        raise SelectError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if budget < 1 or budget > len(pool.candidates):
+        raise SelectError(f"--budget: {budget} asked for, the target has {len(pool.candidates)} unlabelled train "
+                          f"images ({len(pool.labelled)} labelled already)")
+    if strategy in NEEDS_MODEL and model is None:
+        raise SelectError(f"--strategy {strategy}: scores images by a trained model's prediction; give --from "
+                          "a train directory (train/<fingerprint>) or a checkpoint")
+    if strategy in NEEDS_CAPTIONS and pool.text_store is None:
+        raise SelectError(f"--strategy {strategy}: describes images by their captions, and this work directory "
+                          "has no text embeddings for the config (run caption and embed_text first)")
+
+
+def model_file(path: Path) -> Path:
+    """The checkpoint ``--from`` names: a train directory's, or the file; SelectError when it is neither."""
+    from stages.checkpoint import CheckpointError, read_meta
+    from stages.trained import CHECKPOINT
+
+    file = path / CHECKPOINT if path.is_dir() else path
+    try:
+        read_meta(file)
+    except (CheckpointError, OSError) as err:
+        raise SelectError(f"--from: {path} is not a train directory or a checkpoint ({err})") from None
+    return file
+
+
+def caption_features(store: Path, image_ids: list[str], max_tokens: int) -> np.ndarray:
+    """(N, c) each image's caption embedding, its tokens' mean, unit length."""
+    from stages.street.language import TextEmbeddingStore
+
+    emb, mask = TextEmbeddingStore(store).batch(image_ids, max_tokens)
+    pooled = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdims=True).clamp(min=1)
+    return (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-8)).numpy()
+
+
+def random_order(image_ids: list[str], seed: int) -> list[str]:
+    """The split stage's draw: ranked by a hash of (seed, id)."""
+    return sorted(image_ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+
+
+def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> np.ndarray:
+    """RIPU's image score of each row under the checkpoint's teacher (its language from the text store, as
+    evaluate reads it), with a progress bar."""
+    import torch
+
+    from models.device import pick_device
+    from models.inference import predict
+    from models.selection import image_score
+    from models.street.preprocess import normalize
+    from pipeline.progress import progress
+    from stages.checkpoint import load_model
+    from stages.street.images import read_rgb, resize_image
+    from stages.street.language import TextEmbeddingStore
+    from stages.tasks import task_of
+
+    device, n = pick_device(), len(task_of(cfg.task).classes(cfg))
+    model = load_model(checkpoint, cfg.model, "teacher", device)
+    text_store = TextEmbeddingStore(store, cfg.model.dlg_captions)
+    scores = np.zeros(len(rows))
+    with progress("select: scoring", total=len(rows), unit="images") as advance:
+        for k, row in enumerate(rows):
+            image = read_rgb(row["image_path"])
+            image = resize_image(image, cfg.train.target_size) if cfg.train.target_size is not None else image
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float().div(255)
+            text, mask = _language(text_store, row["image_id"], cfg.model.max_tokens, device)
+            probs = predict(model, normalize(x), text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)
+            scores[k] = image_score(probs[0])
+            advance(1)
+    return scores
+
+
+def _language(store: Any, image_id: str, max_tokens: int, device: Any) -> tuple[Any, Any]:
+    text, mask = store.batch([image_id], max_tokens)
+    return text.to(device), mask.to(device)
+
+
+def cached_scores(cfg: Config, pool: Pool, checkpoint: Path) -> np.ndarray:
+    """``score_images`` of the candidates, read back from ``<workdir>/select/<digest>/`` when this index, split,
+    model file and settings were scored before."""
+    import pyarrow as pa
+
+    from pipeline.stage import digest
+    from pipeline.store import content_hash, read_parquet, write_parquet
+
+    key = digest({"index": pool.index_digest, "labelled": pool.labelled, "model": content_hash(checkpoint.read_bytes()),
+                  "store": str(pool.text_store), "eval": cfg.eval.model_dump(mode="json"),
+                  "train": [cfg.train.crop_size, cfg.train.target_size]})[:12]
+    path = Path(cfg.paths.workdir) / "select" / key / SCORES_FILE
+    ids = [r["image_id"] for r in pool.candidates]
+    if path.exists():
+        table = read_parquet(path).to_pydict()
+        if table["image_id"] == ids:
+            return np.asarray(table["score"])
+    scores = score_images(cfg, pool.candidates, checkpoint, pool.text_store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(pa.table({"image_id": ids, "score": scores}), path)
+    return scores
+
+
+@dataclass
+class Selection:
+    chosen: list[str]  # the new images, best first
+    ranking: list[tuple[str, float]]  # every candidate with its score (random: its draw, 1 first), best first
+
+
+def choose(cfg: Config, pool: Pool, budget: int, strategy: str, checkpoint: Path | None) -> Selection:
+    """The ``budget`` new images of ``strategy`` and the ranking of every candidate."""
+    from models.selection import k_centre, mixed
+
+    ids = [r["image_id"] for r in pool.candidates]
+    if strategy == "random":
+        order = random_order(ids, cfg.data.seed)
+        return Selection(order[:budget], [(i, 1.0 - k / len(order)) for k, i in enumerate(order)])
+    scores = cached_scores(cfg, pool, checkpoint) if strategy in NEEDS_MODEL else None
+    if strategy == "uncertainty":
+        order = [ids[k] for k in np.argsort(-scores, kind="stable")]
+        return Selection(order[:budget], [(i, float(scores[ids.index(i)])) for i in order])
+    features = caption_features(pool.text_store, [*pool.labelled, *ids], cfg.model.max_tokens)
+    if strategy == "diverse":
+        picked = k_centre(features, budget, chosen=range(len(pool.labelled)))
+        chosen = [ids[k - len(pool.labelled)] for k in picked]
+        spread = _nearest(features, len(pool.labelled))
+        return Selection(chosen, sorted(zip(ids, map(float, spread), strict=True), key=lambda t: -t[1]))
+    picked = mixed(features[len(pool.labelled):], scores, budget)
+    return Selection([ids[k] for k in picked], sorted(zip(ids, map(float, scores), strict=True), key=lambda t: -t[1]))
+
+
+def _nearest(features: np.ndarray, n_labelled: int) -> np.ndarray:
+    """Each candidate's distance to its nearest other image (diverse's score: how far it is from the rest)."""
+    cand = features[n_labelled:]
+    d = np.linalg.norm(cand[:, None] - features[None], axis=-1)
+    d[np.arange(len(cand)), n_labelled + np.arange(len(cand))] = np.inf
+    return d.min(1)
+
+
+def write_selection(out: Path, pool: Pool, selection: Selection, strategy: str, budget: int) -> Path:
+    """The split file (kept labelled images, then the new ones) and ``<out>.csv``, the ranking."""
+    import csv
+
+    from pipeline.store import write_atomic
+
+    header = f"# semidavil select --strategy {strategy} --budget {budget}: {len(pool.labelled)} kept, {budget} new\n"
+    lines = "".join(f"{i}\n" for i in [*pool.labelled, *selection.chosen])
+    write_atomic(out, lambda tmp: tmp.write_text(header + lines))
+    chosen = set(selection.chosen)
+
+    def ranking(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["rank", "image_id", "score", "chosen"])
+            writer.writerows((k, i, f"{s:.6f}", i in chosen) for k, (i, s) in enumerate(selection.ranking, 1))
+
+    csv_path = out.with_suffix(".csv")
+    write_atomic(csv_path, ranking)
+    return csv_path
