@@ -282,6 +282,15 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
         raise typer.Exit(1)
 
 
+def _complete_output(cfg: Config, stage: str) -> Path | None:
+    """The output folder of the config's complete run of ``stage`` in its work directory, or None."""
+    from pipeline.runner import completed, open_manifest
+
+    manifest = open_manifest(cfg, read_only=True)
+    fp = fingerprints(cfg, manifest).get(stage) if manifest else None
+    return stage_dir(cfg.paths.workdir, stage, fp) if completed(manifest, Path(cfg.paths.workdir), stage, fp) else None
+
+
 @app.command()
 def select(budget: Annotated[int, typer.Option(help="How many new target images to label.")],
            out_file: Annotated[Path, typer.Option("--out", help="The split file to write (data.split_file reads "
@@ -300,7 +309,7 @@ def select(budget: Annotated[int, typer.Option(help="How many new target images 
         raise typer.Exit(2)
     selecting = task_of(cfg.task).selector()  # the task's own select module
     try:
-        pool = selecting.open_pool(cfg)
+        pool = selecting.open_pool(cfg, {stage: _complete_output(cfg, stage) for stage in ("ingest", "embed_text")})
         selecting.check_request(pool, budget, strategy, from_)
         checkpoint = selecting.model_file(from_) if from_ is not None else None
         chosen = selecting.choose(cfg, pool, budget, strategy, checkpoint)

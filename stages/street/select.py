@@ -44,32 +44,22 @@ class Pool:
     index_digest: str
 
 
-def _completed(cfg: Config, stage: str) -> Path | None:
-    """The output folder of the config's complete run of ``stage``, or None."""
-    from pipeline.runner import completed, fingerprints, open_manifest, stage_dir
-
-    manifest = open_manifest(cfg, read_only=True)
-    fp = fingerprints(cfg, manifest)[stage] if manifest else None
-    record = completed(manifest, Path(cfg.paths.workdir), stage, fp)
-    return stage_dir(cfg.paths.workdir, stage, fp) if record else None
-
-
-def open_pool(cfg: Config) -> Pool:
+def open_pool(cfg: Config, outputs: dict[str, Path | None]) -> Pool:
     """The work directory's target train images, split into labelled (the config's split, as the split stage
-    draws or reads it) and candidates; SelectError naming the stage to run first."""
+    draws or reads it) and candidates; SelectError naming the stage to run first. ``outputs``: the output folder
+    of the config's complete ingest and embed_text (None: not run)."""
     from stages.index import INDEX_FILE, read_index
     from stages.split import labelled_split, split_file
     from stages.street.datasets import dataset_roots
 
-    ingest = _completed(cfg, "ingest")
+    ingest = outputs.get("ingest")
     if ingest is None:
         raise SelectError(f"{cfg.paths.workdir}: no index for this config: run ingest first (`semidavil run`)")
     rows = read_index(ingest / INDEX_FILE, dataset_roots(cfg.data, Path(cfg.paths.workdir)))
     train = [r for r in rows if r["domain"] == "target" and r["split"] == "train"]
     labelled = labelled_split([r["image_id"] for r in train if r["label_path"]], cfg.data, split_file(cfg))
     digest = hashlib.sha256((ingest / INDEX_FILE).read_bytes()).hexdigest()[:16]
-    return Pool(labelled, [r for r in train if r["image_id"] not in set(labelled)], _completed(cfg, "embed_text"),
-                digest)
+    return Pool(labelled, [r for r in train if r["image_id"] not in set(labelled)], outputs.get("embed_text"), digest)
 
 
 def check_request(pool: Pool, budget: int, strategy: str, model: Path | None) -> None:
