@@ -300,6 +300,8 @@ def select(budget: Annotated[int, typer.Option(help="How many new target images 
                                                  "uncertain of each cluster).")] = "diverse",
            from_: Annotated[Path | None, typer.Option("--from", help="A train directory or checkpoint whose teacher "
                                                       "scores the images (uncertainty, mixed).")] = None,
+           html: Annotated[bool, typer.Option("--html", help="Also a page for the labellers: the chosen images "
+                                              "with their score, caption and the teacher's prediction.")] = False,
            config: ConfigOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = None) -> None:
     """Propose which target train images to label next: the labelled split kept, BUDGET new ones chosen by
     STRATEGY, written as a split file for data.split_file."""
@@ -317,6 +319,8 @@ def select(budget: Annotated[int, typer.Option(help="How many new target images 
         err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(1) from None
     ranking = selecting.write_selection(out_file, pool, chosen, strategy, budget)
+    if html:
+        out.print(f"page: {selecting.write_page(cfg, out_file, pool, chosen, strategy, checkpoint)}")
     out.print(f"{budget} new of {len(pool.candidates)} unlabelled ({strategy}), {len(pool.labelled)} kept: "
               f"{out_file}; ranking: {ranking}", soft_wrap=True)
 

@@ -63,8 +63,12 @@ def test_each_strategy_writes_a_split_the_split_stage_reads(world, tmp_path, str
 
     overrides, train_dir = world
     out = tmp_path / f"{strategy}.txt"
-    result = select("--budget", 3, "--strategy", strategy, "--from", train_dir, "--out", out, *sets(*overrides))
+    result = select("--budget", 3, "--strategy", strategy, "--from", train_dir, "--out", out, "--html",
+                    *sets(*overrides))
     assert result.exit_code == 0, result.output
+    page = out.with_suffix(".html").read_text()
+    assert 'data-chosen="3"' in page and page.count('_pred.png"') == 3  # each chosen image, its prediction
+    assert all((out.parent / f"{out.stem}_files" / f"{i.replace('/', '__')}.png").exists() for i in lines(out)[4:])
     kept = sorted(read_split(next((Path(overrides[-2].split("=", 1)[1]) / "split").glob("*"))))
     chosen = lines(out)
     assert chosen[:4] == kept and len(set(chosen)) == 7  # 4 kept, 3 new

@@ -104,16 +104,14 @@ def random_order(image_ids: list[str], seed: int) -> list[str]:
     return sorted(image_ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
 
 
-def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> np.ndarray:
-    """RIPU's image score of each row under the checkpoint's teacher (its language from the text store, as
-    evaluate reads it), with a progress bar."""
+def teacher_probs(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> Any:
+    """Yield each row's (C, H, W) class probabilities under the checkpoint's teacher, its language from the text
+    store as evaluate reads it."""
     import torch
 
     from models.device import pick_device
     from models.inference import predict
-    from models.selection import image_score
     from models.street.preprocess import normalize
-    from pipeline.progress import progress
     from stages.checkpoint import load_model
     from stages.street.images import read_rgb, resize_image
     from stages.street.language import TextEmbeddingStore
@@ -122,15 +120,23 @@ def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, stor
     device, n = pick_device(), len(task_of(cfg.task).classes(cfg))
     model = load_model(checkpoint, cfg.model, "teacher", device)
     text_store = TextEmbeddingStore(store, cfg.model.dlg_captions)
+    for row in rows:
+        image = read_rgb(row["image_path"])
+        image = resize_image(image, cfg.train.target_size) if cfg.train.target_size is not None else image
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float().div(255)
+        text, mask = _language(text_store, row["image_id"], cfg.model.max_tokens, device)
+        yield predict(model, normalize(x), text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)[0]
+
+
+def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> np.ndarray:
+    """RIPU's image score of each row under the checkpoint's teacher, with a progress bar."""
+    from models.selection import image_score
+    from pipeline.progress import progress
+
     scores = np.zeros(len(rows))
     with progress("select: scoring", total=len(rows), unit="images") as advance:
-        for k, row in enumerate(rows):
-            image = read_rgb(row["image_path"])
-            image = resize_image(image, cfg.train.target_size) if cfg.train.target_size is not None else image
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float().div(255)
-            text, mask = _language(text_store, row["image_id"], cfg.model.max_tokens, device)
-            probs = predict(model, normalize(x), text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)
-            scores[k] = image_score(probs[0])
+        for k, probs in enumerate(teacher_probs(cfg, rows, checkpoint, store)):
+            scores[k] = image_score(probs)
             advance(1)
     return scores
 
@@ -219,3 +225,35 @@ def write_selection(out: Path, pool: Pool, selection: Selection, strategy: str, 
     csv_path = out.with_suffix(".csv")
     write_atomic(csv_path, ranking)
     return csv_path
+
+
+PAGE = Path(__file__).with_name("select.html.j2")
+
+
+def write_page(cfg: Config, out: Path, pool: Pool, selection: Selection, strategy: str,
+               checkpoint: Path | None) -> Path:
+    """``<out>.html``: the chosen images as thumbnails with their rank, score and caption, and the teacher's
+    prediction where a model was given (images in ``<out>_files/``), for the people who will label them."""
+    from stages.reporting import render_template, save_example
+    from stages.street.images import read_rgb
+    from stages.street.language import served_captions
+    from stages.tasks import task_of
+
+    rows = {r["image_id"]: r for r in pool.candidates}
+    chosen = [rows[i] for i in selection.chosen]
+    scores = dict(selection.ranking)
+    captions = served_captions(pool.text_store, selection.chosen) if pool.text_store else {}
+    preds = teacher_probs(cfg, chosen, checkpoint, pool.text_store) if checkpoint is not None else iter(())
+    classes, files, items = task_of(cfg.task).classes(cfg), out.parent / f"{out.stem}_files", []
+    for k, row in enumerate(chosen):
+        name = row["image_id"].replace("/", "__")
+        probs = next(preds, None)
+        items.append({"rank": k + 1, "image_id": row["image_id"], "score": f"{scores[row['image_id']]:.4f}",
+                      "caption": captions.get(row["image_id"]) or "", "path": str(row["image_path"]),
+                      "image": save_example(read_rgb(row["image_path"]), files / f"{name}.png"),
+                      "prediction": save_example(classes.colourise(probs.argmax(0).cpu().numpy()),
+                                                 files / f"{name}_pred.png") if probs is not None else None})
+    page = out.with_suffix(".html")
+    render_template(PAGE, {"strategy": strategy, "items": items, "kept": len(pool.labelled),
+                           "unlabelled": len(pool.candidates)}, page)
+    return page
