@@ -140,3 +140,13 @@ def test_folder_keys_are_required_and_other_datasets_refuse_them(tmp_path):
     cfg = config(tmp_path, root, classes(tmp_path / "c.yaml", RGB_CLASSES), "data.source.masks=m/{stem}.png")
     with pytest.raises(ConfigError, match=r"data\.source\.masks: dataset 'gta5' does not read it \(only folder reads it\)"):
         check_config(cfg, "test")
+
+
+def test_a_source_image_without_a_mask_is_rejected(tmp_path):
+    root = folder(tmp_path / "mine")
+    (root / "masks" / "train" / "f1.png").unlink()
+    cfg = config(tmp_path, root, classes(tmp_path / "c.yaml", RGB_CLASSES), "data.source.name=folder",
+                 f"data.source.root={root}", "data.source.images=frames/train/*.jpg",
+                 "data.source.masks=masks/train/{stem}.png", f"data.source.classes={tmp_path / 'c.yaml'}")
+    run_pipeline(cfg, ["ingest"])
+    assert rejected(cfg) == {"f1.jpg": "a source image without a label file (data.source.masks)"}

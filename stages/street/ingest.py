@@ -157,6 +157,9 @@ def run(ctx: StageContext) -> StageResult:
     for role, (layout, root) in domains.items():
         samples = _samples(ctx, role, layout, root, same)
         checks = check_samples(samples, labels(ctx.cfg.data, role), role, ctx.cfg.plugins)
+        if role == "source":  # a source image teaches only through its labels
+            checks = [c if s.label_path is not None else "a source image without a label file (data.source.masks)"
+                      for s, c in zip(samples, checks, strict=True)]
         rejected += [(str(s.image_path), c) for s, c in zip(samples, checks, strict=True) if isinstance(c, str)]
         for s, check in zip(samples, checks, strict=True):
             if isinstance(check, str):
