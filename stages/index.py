@@ -44,6 +44,19 @@ def read_index(path: Path | str, roots: dict[str, Path | str]) -> list[dict[str,
     return resolve_rows(pq.read_table(path).to_pylist(), roots)
 
 
+SELECT_HEADER = "# semidavil select --strategy "  # a split file's first line when `semidavil select` wrote it
+
+
+def selection_of(split_file: Path | str | None) -> str:
+    """How a run's labelled images were chosen: the split stage's seeded draw (``random``), the strategy of the
+    ``select`` that wrote its split file, or ``file`` (a list of the user's)."""
+    if split_file is None:
+        return "random"
+    with open(split_file) as fh:
+        first = fh.readline()
+    return first.removeprefix(SELECT_HEADER).split()[0] if first.startswith(SELECT_HEADER) else "file"
+
+
 def split_file_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, entry) of a split file, without blank lines and # comments."""
     lines = enumerate(Path(path).read_text().splitlines(), 1)

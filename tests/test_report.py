@@ -183,3 +183,23 @@ def test_a_run_without_consistency_beside_one_with_it_tabulates(tmp_path):
     assert table["labelled_target"].to_pylist() == ["0", "0"]
     assert table["some_later_key"].to_pylist() == [None, '{"a": 1}']  # an undeclared key is kept as its JSON
     assert table.schema.field("mIoU19").type == "double"
+
+
+def test_tables_1_2_show_how_the_labelled_images_were_chosen_when_runs_differ(tmp_path):
+    """Runs on a select split file beside runs on the seeded draw: a column of the strategy (issue 37), and each
+    strategy its own row; runs that all drew at random keep the paper's layout (test_report_tables)."""
+    from stages.index import selection_of
+
+    chosen = tmp_path / "next.txt"
+    chosen.write_text("# semidavil select --strategy diverse --budget 8: 0 kept, 8 new\nval/city/img0\n")
+    assert selection_of(chosen) == "diverse" and selection_of(None) == "random"
+    (tmp_path / "mine.txt").write_text("val/city/img0\n")
+    assert selection_of(tmp_path / "mine.txt") == "file"
+    m = Manifest(tmp_path / "m.duckdb")
+    fake_run(tmp_path, m, "aaa", miou=0.60, labelled_target=8)
+    fake_run(tmp_path, m, "bbb", miou=0.66, labelled_target=8, selection=selection_of(chosen), split_file=str(chosen))
+    ctx = report_context(tmp_path, m)
+    report.run(ctx)
+    text = (ctx.out_dir / "report.md").read_text()
+    assert "| method | labelled images chosen by | 8 |" in text
+    assert "| SemiDAViL | diverse | 66.0 |" in text and "| SemiDAViL | random | 60.0 |" in text

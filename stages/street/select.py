@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from stages.index import SELECT_HEADER as HEADER
 
 STRATEGIES = ("random", "uncertainty", "diverse", "mixed")
 NEEDS_MODEL = ("uncertainty", "mixed")
@@ -211,7 +212,7 @@ def write_selection(out: Path, pool: Pool, selection: Selection, strategy: str, 
 
     from pipeline.store import write_atomic
 
-    header = f"# semidavil select --strategy {strategy} --budget {budget}: {len(pool.labelled)} kept, {budget} new\n"
+    header = f"{HEADER}{strategy} --budget {budget}: {len(pool.labelled)} kept, {budget} new\n"
     lines = "".join(f"{i}\n" for i in [*pool.labelled, *selection.chosen])
     write_atomic(out, lambda tmp: tmp.write_text(header + lines))
     chosen = set(selection.chosen)

@@ -17,7 +17,7 @@ from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import atomic_path, write_json, write_parquet
 from stages.checkpoint import load_model
 from stages.evaluation import Held, evaluate_on_ray
-from stages.index import INDEX_FILE, read_index
+from stages.index import INDEX_FILE, read_index, selection_of
 from stages.street.datasets import dataset_roots, labels
 from stages.street.images import read_rgb, resize_image
 from stages.street.language import TextEmbeddingStore, served_captions
@@ -169,7 +169,8 @@ def run_description(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return {
         **setup, "source": cfg.data.source.name, "target": cfg.data.target.name, "labelled_target": labelled,
         "headline": f"mIoU{headline_set(cfg)}",
-        "split_file": str(cfg.data.split_file or ""), "seed": [cfg.data.seed, cfg.train.seed],
+        "split_file": str(cfg.data.split_file or ""), "selection": selection_of(cfg.data.split_file),
+        "seed": [cfg.data.seed, cfg.train.seed],
         "vision_model": cfg.model.vision_model, "iterations": cfg.train.iterations,
         "evaluate_fingerprint": ctx.fingerprint, "train_dir": str(ctx.inputs["train"]),
     }

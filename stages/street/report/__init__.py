@@ -35,7 +35,8 @@ def run_fields(classes: tuple[str, ...], mious: tuple[str, ...] = ()) -> dict[st
     """The street task's run record (``runs.parquet``): what evaluate and train's setup write, each key typed, so
     that runs of any settings tabulate together (a run without consistency training has no colour jitter)."""
     text, flag, whole, real = pa.string(), pa.bool_(), pa.int64(), pa.float64()
-    return {"source": text, "target": text, "labelled_target": text, "split_file": text, "seed": pa.list_(whole),
+    return {"source": text, "target": text, "labelled_target": text, "split_file": text, "selection": text,
+            "seed": pa.list_(whole),
             "ct": flag, "mixing": text, "colour_jitter": real, "pasted_gt": text, "dyce": flag, "dlg": flag,
             "dlg_captions": text, "vlp": flag, "vision_init": text, "vision_model": text, "iterations": whole,
             "labelled_target_images": whole, "unlabelled_images": whole, "source_images": whole,
@@ -82,23 +83,28 @@ def run_name(run: dict[str, Any]) -> str:
     return f"{method_name(run)}, N={run['labelled_target']}, seed {run['seed'][-1]}"
 
 
+def selection(run: dict[str, Any]) -> str:
+    """How the run's labelled target images were chosen (runs from before the key: the seeded draw)."""
+    return run.get("selection") or "random"
+
+
 def benchmark_tables(runs: list[dict[str, Any]]) -> list[Table]:
-    """Tables 1/2: one per source → target, methods × labelled target images."""
+    """Tables 1/2: one per source → target, methods × labelled target images; with a column of how the labelled
+    images were chosen where runs chose them differently (``semidavil select``)."""
     out = []
     for bench in sorted({(r["source"], r["target"]) for r in runs}):
         group = [r for r in runs if (r["source"], r["target"]) == bench]
-        key = headline(group[0])[0]
+        key, chosen = headline(group[0])[0], len({selection(r) for r in group}) > 1
         cols = [c for c in LABELLED_COLUMNS if any(r["labelled_target"] == c for r in group)]
         cols += sorted({r["labelled_target"] for r in group} - set(cols), key=str)
         rows = []
-        for method in sorted({method_name(r) for r in group}):
-            cells = []
-            for col in cols:
-                match = [r for r in group if method_name(r) == method and r["labelled_target"] == col]
-                cells.append(mean_std([r[key] for r in match]) if match else "")
-            rows.append([method, *cells])
+        for method, how in sorted({(method_name(r), selection(r)) for r in group}):
+            match = [[r for r in group if (method_name(r), selection(r)) == (method, how) and r["labelled_target"] == c]
+                     for c in cols]
+            rows.append([method, *([how] if chosen else []), *(mean_std([r[key] for r in m]) if m else "" for m in match)])
         out.append(Table(f"table-{bench[0]}-{bench[1]}", f"{bench[0]} → {bench[1]}: {key} by labelled target "
-                         "images (paper Tables 1-2)", ["method", *map(str, cols)], rows))
+                         "images (paper Tables 1-2)", ["method", *(["labelled images chosen by"] if chosen else []),
+                                                       *map(str, cols)], rows))
     return out
 
 
