@@ -21,32 +21,16 @@ from pathlib import Path
 from grid import evaluate_variant, per_class_header, per_class_row, train_in_process
 
 from pipeline.config import load_config
-from pipeline.runner import completed, fingerprints, open_manifest, stage_dir
 
 
-def outputs(cfg) -> dict[str, Path | None]:
-    manifest = open_manifest(cfg, read_only=True)
-    fps = fingerprints(cfg, manifest)
-    return {s: stage_dir(cfg.paths.workdir, s, fps[s]) if completed(manifest, Path(cfg.paths.workdir), s, fps[s])
-            else None for s in ("ingest", "embed_text")}
+def chosen_split(base: list[str], strategy: str, budget: int, seed: int) -> Path:
+    """The split file of ``budget`` images ``strategy`` chooses with none labelled (``sweep --selection``'s)."""
+    from pipeline.experiments import selected_split
+    from pipeline.runner import run_pipeline
 
-
-def chosen_split(base: list[str], strategy: str, budget: int, seed: int, out: Path) -> Path:
-    """The split file of ``budget`` images ``strategy`` chooses with none labelled (a model: the run with no
-    labelled target image at this seed)."""
-    from stages.street import select
-
-    model = None
-    if strategy in select.NEEDS_MODEL:
-        evaluate_variant(base, ["data.labelled_target=0"], seed)
-        cfg0 = load_config(None, [*base, "data.labelled_target=0", f"train.seed={seed}"])
-        model = stage_dir(cfg0.paths.workdir, "train", fingerprints(cfg0)["train"]) / "checkpoints" / "last.safetensors"
-    cfg = load_config(None, [*base, "data.labelled_target=0", f"train.seed={seed}"])
-    pool = select.open_pool(cfg, outputs(cfg))
-    picked = select.choose(cfg, pool, budget, strategy, model)
-    path = out / f"{strategy}_{budget}_{seed}.txt"
-    select.write_selection(path, pool, picked, strategy, budget)
-    return path
+    extra = selected_split(strategy, budget, lambda *more: load_config(None, [*base, f"train.seed={seed}", *more]),
+                           run_pipeline)
+    return Path(extra[0].split("=", 1)[1])
 
 
 def main() -> None:
@@ -60,15 +44,13 @@ def main() -> None:
     args = parser.parse_args()
     seeds, budgets = [int(s) for s in args.seeds.split(",")], [int(b) for b in args.budgets.split(",")]
     base = [f"paths.workdir={args.workdir}", f"train.iterations={args.iterations}", *args.set]
-    splits = Path(args.workdir) / "splits"
-    splits.mkdir(parents=True, exist_ok=True)
     train_in_process()
     print(per_class_header(["vs random"]))
     for budget in budgets:
         random = [evaluate_variant(base, [f"data.labelled_target={budget}", f"data.seed={s}"], s) for s in seeds]
         print(per_class_row(f"random, N={budget}", random, ["-"]), flush=True)
         for strategy in args.strategies.split(","):
-            runs = [evaluate_variant(base, [f"data.split_file={chosen_split(base, strategy, budget, s, splits)}"], s)
+            runs = [evaluate_variant(base, [f"data.split_file={chosen_split(base, strategy, budget, s)}"], s)
                     for s in seeds]
             gain = 100 * (sum(r["mIoU19"] for r in runs) - sum(r["mIoU19"] for r in random)) / len(seeds)
             print(per_class_row(f"{strategy}, N={budget}", runs, [f"{gain:+.1f}"]), flush=True)

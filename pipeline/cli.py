@@ -14,7 +14,16 @@ from rich.table import Table
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from pipeline.lock import WorkdirBusy
 from pipeline.progress import console as err_console
-from pipeline.runner import check_config, fingerprints, rejected_files, run_pipeline, stage_dir, stages_of, status_rows
+from pipeline.runner import (
+    check_config,
+    complete_output,
+    fingerprints,
+    rejected_files,
+    run_pipeline,
+    stage_dir,
+    stages_of,
+    status_rows,
+)
 from pipeline.stage import StageError
 from stages.tasks import LEGACY, all_stage_names, task_of
 from stages.tasks import names as task_names
@@ -190,10 +199,15 @@ def _grid(config: Path | None, set_: list[str] | None, address: str | None, work
 @app.command()
 def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.g. 0,100,200,500,1000,all.")],
           seeds: Annotated[str, typer.Option(help="Seeds of the split and the training, e.g. 0,1,2.")] = "0",
+          selection: Annotated[str, typer.Option(help="How the labelled images are chosen, e.g. random,diverse,"
+                                                 "uncertainty: random draws them from the seed; a `select` "
+                                                 "strategy chooses them (uncertainty and mixed under a run with "
+                                                 "no labelled target image at that seed).")] = "random",
           config: ConfigOpt = None, set_: SetOpt = None, address: AddressOpt = None,
           workdir: WorkdirOpt = None) -> None:
-    """The paper's Tables 1-2: one run per labelled count and seed, then the report (mean ± std over seeds)."""
-    from pipeline.experiments import parse_labelled, parse_seeds, sweep_cells
+    """The paper's Tables 1-2: one run per labelled count, seed and selection, then the report (mean ± std over
+    seeds; the selection as a column where there are several)."""
+    from pipeline.experiments import parse_labelled, parse_seeds, parse_selection, sweep_cells
 
     try:
         counts, seed_list = parse_labelled(labelled), parse_seeds(seeds)
@@ -205,7 +219,12 @@ def sweep(labelled: Annotated[str, typer.Option(help="Labelled target counts, e.
         if (refusal := task_of(cfg.task).SWEEP_LABELLED) is not None:
             err_console.print(f"[red]error:[/] {refusal}", soft_wrap=True)
             raise typer.Exit(2)
-        return sweep_cells(counts, seed_list)
+        try:
+            strategies = parse_selection(selection, counts, cfg)
+        except ValueError as err:
+            err_console.print(f"[red]error:[/] {err}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        return sweep_cells(counts, seed_list, strategies)
 
     _grid(config, set_, address, workdir, cells)
 
@@ -282,15 +301,6 @@ def predict(checkpoint: Annotated[Path, typer.Argument(help="A training run dire
         raise typer.Exit(1)
 
 
-def _complete_output(cfg: Config, stage: str) -> Path | None:
-    """The output folder of the config's complete run of ``stage`` in its work directory, or None."""
-    from pipeline.runner import completed, open_manifest
-
-    manifest = open_manifest(cfg, read_only=True)
-    fp = fingerprints(cfg, manifest).get(stage) if manifest else None
-    return stage_dir(cfg.paths.workdir, stage, fp) if completed(manifest, Path(cfg.paths.workdir), stage, fp) else None
-
-
 @app.command()
 def select(budget: Annotated[int, typer.Option(help="How many new target images to label.")],
            out_file: Annotated[Path, typer.Option("--out", help="The split file to write (data.split_file reads "
@@ -311,7 +321,7 @@ def select(budget: Annotated[int, typer.Option(help="How many new target images 
         raise typer.Exit(2)
     selecting = task_of(cfg.task).selector()  # the task's own select module
     try:
-        pool = selecting.open_pool(cfg, {stage: _complete_output(cfg, stage) for stage in ("ingest", "embed_text")})
+        pool = selecting.open_pool(cfg, {stage: complete_output(cfg, stage) for stage in ("ingest", "embed_text")})
         selecting.check_request(pool, budget, strategy, from_)
         checkpoint = selecting.model_file(from_) if from_ is not None else None
         chosen = selecting.choose(cfg, pool, budget, strategy, checkpoint)

@@ -67,6 +67,13 @@ def completed(manifest: Manifest | None, workdir: Path, name: str, fp: str | Non
     return record
 
 
+def complete_output(cfg: Config, stage: str) -> Path | None:
+    """The output folder of the config's complete run of ``stage`` in its work directory, or None."""
+    manifest = open_manifest(cfg, read_only=True)
+    fp = fingerprints(cfg, manifest).get(stage) if manifest else None
+    return stage_dir(cfg.paths.workdir, stage, fp) if completed(manifest, Path(cfg.paths.workdir), stage, fp) else None
+
+
 def stage_payload(cfg: Config, manifest: Manifest | None, name: str, fps: dict[str, str | None]
                   ) -> dict[str, Any] | None:
     """What stage ``name``'s fingerprint hashes, or None while an input's digest is not known yet."""

@@ -123,3 +123,29 @@ def test_a_target_without_captions_cannot_be_chosen_for_diversity(tmp_path, erro
     result = select("--budget", 2, "--strategy", "diverse", "--out", out, *sets(*overrides))
     assert result.exit_code == 1 and "no text embeddings" in errors.getvalue()
     assert not out.exists()
+
+
+def test_sweep_compares_selections_in_one_command_and_the_report_shows_them(tmp_path, monkeypatch):
+    import stages.training
+    from pipeline.cli import app
+
+    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    overrides = small_overrides(tmp_path / "w", "cluster.num_cpus=2")
+    result = CliRunner().invoke(app, ["sweep", "--labelled", "4", "--selection", "random,diverse", *sets(*overrides)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    chosen = tmp_path / "w" / "select" / "diverse_4_seed0.txt"
+    assert len(lines(chosen)) == 4
+    report = next((tmp_path / "w" / "report").glob("*/report.md")).read_text()
+    assert "labelled images chosen by" in report and "| diverse |" in report and "| random |" in report
+
+
+def test_sweep_refuses_an_unknown_selection_or_a_strategy_with_all(tmp_path, errors):
+    from pipeline.cli import app
+
+    overrides = sets(*small_overrides(tmp_path / "w"))
+    for args, message in ((["--labelled", "4", "--selection", "best"], "--selection: 'best' is not one of"),
+                          (["--labelled", "all", "--selection", "diverse"], "--labelled all labels every one")):
+        result = CliRunner().invoke(app, ["sweep", *args, *overrides], catch_exceptions=False)
+        assert result.exit_code == 2 and message in errors.getvalue()
+    assert not (tmp_path / "w").exists()
