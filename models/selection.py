@@ -66,17 +66,22 @@ def k_centre(features: np.ndarray, budget: int, chosen: list[int] | tuple[int, .
     return picked[:budget]
 
 
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) squared Euclidean distances between the rows of a and b, without an (N, M, D) array."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
+
+
 def kmeans(features: np.ndarray, k: int, iterations: int = 20) -> np.ndarray:
     """(N,) cluster of each row: Lloyd's k-means from k-centre seeds (deterministic)."""
     features = np.asarray(features, dtype=np.float64)
     centres = features[k_centre(features, k)]
     for _ in range(iterations):
-        assign = np.argmin(((features[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        assign = np.argmin(squared_distances(features, centres), axis=1)
         moved = np.array([features[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
         if np.allclose(moved, centres):
             break
         centres = moved
-    return np.argmin(((features[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    return np.argmin(squared_distances(features, centres), axis=1)
 
 
 def mixed(features: np.ndarray, scores: np.ndarray, budget: int) -> list[int]:

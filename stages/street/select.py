@@ -93,10 +93,15 @@ def model_file(path: Path) -> Path:
 
 def caption_features(store: Path, image_ids: list[str], max_tokens: int) -> np.ndarray:
     """(N, c) each image's caption embedding, its tokens' mean, unit length."""
+    import torch
+
     from stages.street.language import TextEmbeddingStore
 
-    emb, mask = TextEmbeddingStore(store).batch(image_ids, max_tokens)
-    pooled = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdims=True).clamp(min=1)
+    text, parts = TextEmbeddingStore(store), []
+    for start in range(0, len(image_ids), 256):  # in chunks: a whole target's tokens would not fit
+        emb, mask = text.batch(image_ids[start:start + 256], max_tokens)
+        parts.append((emb * mask[..., None]).sum(1) / mask.sum(1, keepdims=True).clamp(min=1))
+    pooled = torch.cat(parts)
     return (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-8)).numpy()
 
 
@@ -200,10 +205,12 @@ def choose(cfg: Config, pool: Pool, budget: int, strategy: str, checkpoint: Path
 
 def _nearest(features: np.ndarray, n_labelled: int) -> np.ndarray:
     """Each candidate's distance to its nearest other image (diverse's score: how far it is from the rest)."""
-    cand = features[n_labelled:]
-    d = np.linalg.norm(cand[:, None] - features[None], axis=-1)
+    from models.selection import squared_distances
+
+    cand = features[n_labelled:].astype(np.float64)
+    d = squared_distances(cand, features.astype(np.float64))  # (N, N + labelled): 70 MB at Cityscapes' 2,975
     d[np.arange(len(cand)), n_labelled + np.arange(len(cand))] = np.inf
-    return d.min(1)
+    return np.sqrt(d.min(1))
 
 
 def write_selection(out: Path, pool: Pool, selection: Selection, strategy: str, budget: int) -> Path:
