@@ -25,11 +25,17 @@ def predict(model: Segmentor, image: torch.Tensor, text: torch.Tensor, mask: tor
                           (stride, stride), num_classes)
 
 
+def prob_map(model: Segmentor, image: np.ndarray, text: torch.Tensor, mask: torch.Tensor, crop: int,
+             num_classes: int, sliding: bool) -> torch.Tensor:
+    """(1, C, h, w) class probabilities for one (h, w, 3) uint8 RGB image, on the device of ``text``."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(text.device).float().div(255)
+    return predict(model, normalize(x), text, mask, crop, num_classes, sliding)
+
+
 def label_map(model: Segmentor, image: np.ndarray, text: torch.Tensor, mask: torch.Tensor, crop: int,
               num_classes: int, sliding: bool, size: tuple[int, int]) -> np.ndarray:
     """(H, W) uint8 class ids at ``size`` for one (h, w, 3) uint8 RGB image, on the device of ``text``:
     what evaluate and ``predict`` both ask of the model."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(text.device).float().div(255)
-    probs = predict(model, normalize(x), text, mask, crop, num_classes, sliding)
+    probs = prob_map(model, image, text, mask, crop, num_classes, sliding)
     probs = F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
     return probs.argmax(1)[0].cpu().numpy().astype(np.uint8)

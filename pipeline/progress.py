@@ -36,8 +36,8 @@ def route_ray_output(log_path: Path) -> None:
     terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8")
     with open(log_path, "a") as log:
         os.dup2(log.fileno(), 2)
-    sys.stderr = terminal
-    console.file = terminal
+    sys.stderr = terminal  # the console (stderr=True) writes to whatever sys.stderr is when it prints: here the
+    # terminal, and under a test's CliRunner its capture
 
 
 class Rate(TextColumn):

@@ -57,9 +57,13 @@ def labelled_split(train_ids: list[str], data: DataConfig, path: Path | None = N
     if n > len(train_ids):
         raise StageError(f"data.labelled_target: {n} asked for, the target has {len(train_ids)} train images with "
                          "a label")
-    # Rank by a hash of (seed, id): the same seed gives the same list on any machine and in any file order.
-    ranked = sorted(train_ids, key=lambda i: hashlib.sha256(f"{data.seed}:{i}".encode()).hexdigest())
-    return sorted(ranked[:n])
+    return sorted(seeded_order(train_ids, data.seed)[:n])
+
+
+def seeded_order(image_ids: list[str], seed: int) -> list[str]:
+    """The images ranked by a hash of (seed, id): the same seed gives the same list on any machine and in any
+    file order (the labelled split is its first N; ``select``'s random strategy reads it too)."""
+    return sorted(image_ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
 
 
 def _match_split_name(name: str, known: set[str]) -> str | None:

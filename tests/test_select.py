@@ -33,18 +33,6 @@ def sets(*overrides: str) -> list[str]:
     return [arg for o in overrides for arg in ("--set", o)]
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    """What the CLI prints as errors (its console's file: after Ray started, a copy of the terminal's stream)."""
-    import io
-
-    import pipeline.progress
-
-    buffer = io.StringIO()
-    monkeypatch.setattr(pipeline.progress.console, "file", buffer)
-    return buffer
-
-
 def select(*args):
     from pipeline.cli import app
 
@@ -105,15 +93,15 @@ def test_a_rerun_reuses_the_teachers_scores_and_a_second_round_adds_more(world, 
     (["--budget", 2, "--strategy", "nope"], "--strategy: 'nope' is not one of"),
     (["--budget", 2, "--strategy", "mixed", "--from", "NOT_A_RUN"], "--from: NOT_A_RUN is not a train directory"),
 ])
-def test_bad_requests_are_named_and_nothing_is_written(world, tmp_path, errors, args, message):
+def test_bad_requests_are_named_and_nothing_is_written(world, tmp_path, args, message):
     overrides, _ = world
     out = tmp_path / "split.txt"
     result = select(*args, "--out", out, *sets(*overrides))
-    assert result.exit_code == 1 and message in errors.getvalue()
+    assert result.exit_code == 1 and message in result.output
     assert not out.exists() and not out.with_suffix(".csv").exists()
 
 
-def test_a_target_without_captions_cannot_be_chosen_for_diversity(tmp_path, errors):
+def test_a_target_without_captions_cannot_be_chosen_for_diversity(tmp_path):
     from pipeline.config import load_config
     from pipeline.runner import run_pipeline
 
@@ -121,7 +109,7 @@ def test_a_target_without_captions_cannot_be_chosen_for_diversity(tmp_path, erro
     run_pipeline(load_config(None, overrides), ["ingest", "split"])
     out = tmp_path / "split.txt"
     result = select("--budget", 2, "--strategy", "diverse", "--out", out, *sets(*overrides))
-    assert result.exit_code == 1 and "no text embeddings" in errors.getvalue()
+    assert result.exit_code == 1 and "no text embeddings" in result.output
     assert not out.exists()
 
 
@@ -140,12 +128,12 @@ def test_sweep_compares_selections_in_one_command_and_the_report_shows_them(tmp_
     assert "labelled images chosen by" in report and "| diverse |" in report and "| random |" in report
 
 
-def test_sweep_refuses_an_unknown_selection_or_a_strategy_with_all(tmp_path, errors):
+def test_sweep_refuses_an_unknown_selection_or_a_strategy_with_all(tmp_path):
     from pipeline.cli import app
 
     overrides = sets(*small_overrides(tmp_path / "w"))
     for args, message in ((["--labelled", "4", "--selection", "best"], "--selection: 'best' is not one of"),
                           (["--labelled", "all", "--selection", "diverse"], "--labelled all labels every one")):
         result = CliRunner().invoke(app, ["sweep", *args, *overrides], catch_exceptions=False)
-        assert result.exit_code == 2 and message in errors.getvalue()
+        assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "w").exists()

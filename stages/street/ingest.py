@@ -31,7 +31,6 @@ from stages.index import INDEX_FILE, INDEX_SCHEMA, index_digests, record_rejecte
 from stages.street.datasets import (
     Sample,
     check_domain,
-    class_set,
     dataset,
     dataset_roots,
     labels,
@@ -66,9 +65,7 @@ def check_config(cfg: Config) -> None:
     for role, dom in (("source", cfg.data.source), ("target", cfg.data.target)):
         try:
             check_domain(role, dom.name, dom.root, dom.subsets, dom)
-            if role == "target":
-                class_set(cfg.data)  # a folder's class file reads
-            labels(cfg.data, role)
+            labels(cfg.data, role)  # a folder's class files read (the target's class set with them)
         except ValueError as err:
             raise ConfigError(f"data.{err}" if str(err).startswith(role) else f"data.{role}.classes: {err}") from None
 

@@ -14,7 +14,6 @@ Strategies: ``random`` (the split stage's seeded draw), ``uncertainty`` (RIPU's 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ def open_pool(cfg: Config, outputs: dict[str, Path | None]) -> Pool:
     """The work directory's target train images, split into labelled (the config's split, as the split stage
     draws or reads it) and candidates; SelectError naming the stage to run first. ``outputs``: the output folder
     of the config's complete ingest and embed_text (None: not run)."""
+    from pipeline.store import content_hash
     from stages.index import INDEX_FILE, read_index
     from stages.split import labelled_split, split_file
     from stages.street.datasets import dataset_roots
@@ -59,8 +59,9 @@ def open_pool(cfg: Config, outputs: dict[str, Path | None]) -> Pool:
     rows = read_index(ingest / INDEX_FILE, dataset_roots(cfg.data, Path(cfg.paths.workdir)))
     train = [r for r in rows if r["domain"] == "target" and r["split"] == "train"]
     labelled = labelled_split([r["image_id"] for r in train if r["label_path"]], cfg.data, split_file(cfg))
-    digest = hashlib.sha256((ingest / INDEX_FILE).read_bytes()).hexdigest()[:16]
-    return Pool(labelled, [r for r in train if r["image_id"] not in set(labelled)], outputs.get("embed_text"), digest)
+    kept = set(labelled)
+    return Pool(labelled, [r for r in train if r["image_id"] not in kept], outputs.get("embed_text"),
+                content_hash(ingest / INDEX_FILE))
 
 
 def check_request(pool: Pool, budget: int, strategy: str, model: Path | None) -> None:
@@ -105,19 +106,11 @@ def caption_features(store: Path, image_ids: list[str], max_tokens: int) -> np.n
     return (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-8)).numpy()
 
 
-def random_order(image_ids: list[str], seed: int) -> list[str]:
-    """The split stage's draw: ranked by a hash of (seed, id)."""
-    return sorted(image_ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-
-
 def teacher_probs(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> Any:
     """Yield each row's (C, H, W) class probabilities under the checkpoint's teacher, its language from the text
     store as evaluate reads it."""
-    import torch
-
     from models.device import pick_device
-    from models.inference import predict
-    from models.street.preprocess import normalize
+    from models.inference import prob_map
     from stages.checkpoint import load_model
     from stages.street.images import read_rgb, resize_image
     from stages.street.language import TextEmbeddingStore
@@ -129,9 +122,8 @@ def teacher_probs(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, sto
     for row in rows:
         image = read_rgb(row["image_path"])
         image = resize_image(image, cfg.train.target_size) if cfg.train.target_size is not None else image
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device).float().div(255)
         text, mask = _language(text_store, row["image_id"], cfg.model.max_tokens, device)
-        yield predict(model, normalize(x), text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)[0]
+        yield prob_map(model, image, text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)[0]
 
 
 def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> np.ndarray:
@@ -160,7 +152,7 @@ def cached_scores(cfg: Config, pool: Pool, checkpoint: Path) -> np.ndarray:
     from pipeline.stage import digest
     from pipeline.store import content_hash, read_parquet, write_parquet
 
-    key = digest({"index": pool.index_digest, "labelled": pool.labelled, "model": content_hash(checkpoint.read_bytes()),
+    key = digest({"index": pool.index_digest, "labelled": pool.labelled, "model": content_hash(checkpoint),
                   "store": str(pool.text_store), "eval": cfg.eval.model_dump(mode="json"),
                   "train": [cfg.train.crop_size, cfg.train.target_size]})[:12]
     path = Path(cfg.paths.workdir) / "select" / key / SCORES_FILE
@@ -187,7 +179,9 @@ def choose(cfg: Config, pool: Pool, budget: int, strategy: str, checkpoint: Path
 
     ids = [r["image_id"] for r in pool.candidates]
     if strategy == "random":
-        order = random_order(ids, cfg.data.seed)
+        from stages.split import seeded_order
+
+        order = seeded_order(ids, cfg.data.seed)
         return Selection(order[:budget], [(i, 1.0 - k / len(order)) for k, i in enumerate(order)])
     scores = cached_scores(cfg, pool, checkpoint) if strategy in NEEDS_MODEL else None
     if strategy == "uncertainty":

@@ -11,7 +11,9 @@ rows with it as source), ``NEEDS_ROOT`` (false for a generated dataset) and ``LA
 dataset whose layout a generated dataset is written in), ``KEYS`` (the ``data.<role>`` keys of its own, e.g. the
 folder's ``images``, ``masks``, ``classes``; ``REQUIRED`` among them), ``labels(data, role)`` (a codec of its own
 instead of the functions above: ``read``, ``read_raw``, ``problem``, ``encode``, ``name``; the folder's),
-``class_set(domain)`` (as the target, the task's classes instead of Cityscapes' 19) and ``domain_keys(data, role)``
+``class_set(domain)`` (as the target, the task's classes instead of Cityscapes' 19; with it
+``prediction_format(domain)`` and ``from_prediction_format(kept)``, what a checkpoint keeps to write predictions)
+and ``domain_keys(data, role)``
 (what ingest's fingerprint reads of the domain besides its root). Nothing outside this package compares dataset
 names.
 """
@@ -50,7 +52,7 @@ DATASETS = Registry("dataset", "name", {
 }, {"EVAL_SETS": (19,), "encode_prediction": to_label_ids, "prediction_name": label_ids_name, "PAPER_TABLE3": {},
     "NEEDS_ROOT": True, "LAYOUTS": {}, "SUBSETS": (), "SCENE_DESCRIPTIONS": False, "prepare": lambda workdir, data: None,
     "fingerprint_keys": lambda data: {}, "KEYS": (), "REQUIRED": (), "labels": None, "class_set": None,
-    "domain_keys": lambda data, role: {}})
+    "domain_keys": lambda data, role: {}, "prediction_format": None, "from_prediction_format": None})
 register, names = DATASETS.register, DATASETS.names
 CITYSCAPES = ClassSet(CLASSES, PALETTE, IGNORE, dict(CLASS_SETS))
 DOMAIN_KEYS = ("images", "masks", "classes")  # data.<role> keys that only some datasets read (their KEYS)
@@ -167,7 +169,7 @@ def prediction_format(data: Any) -> dict[str, Any]:
     """What a checkpoint keeps of its target, to write predictions in its format and colours without its files."""
     name = data.target.name
     spec = dataset(layout_of(name, "target"))
-    own = spec.prediction_format(data.target) if spec.class_set is not None else {}
+    own = spec.prediction_format(data.target) if spec.prediction_format is not None else {}
     return {"dataset": layout_of(name, "target"), **own}
 
 
@@ -176,7 +178,8 @@ def from_prediction_format(kept: dict[str, Any] | None) -> tuple[ClassSet, Any]:
     it kept one: Cityscapes')."""
     kept = kept or {"dataset": "cityscapes"}
     spec = dataset(kept["dataset"])
-    return spec.from_prediction_format(kept) if spec.class_set is not None else (CITYSCAPES, Labels(kept["dataset"]))
+    own = spec.from_prediction_format
+    return own(kept) if own is not None else (CITYSCAPES, Labels(kept["dataset"]))
 
 
 def eval_class_sets(source: str) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ Every error names the file, the line and the key (``classes.1.colour``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -115,8 +116,18 @@ def key_line(text: str, loc: tuple) -> int | None:
 
 
 def read_class_file(path: Path | str) -> ClassFile:
-    """The class file at ``path``; ValueError naming the file, the line and the key of the first problem."""
+    """The class file at ``path``; ValueError naming the file, the line and the key of the first problem. Read
+    once while the file is unchanged (the class set and each domain's codec ask for it)."""
     path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the class file ({err.strerror})") from None
+    return _read(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _read(path: Path, mtime_ns: int, size: int) -> ClassFile:
     try:
         text = path.read_text()
     except OSError as err:

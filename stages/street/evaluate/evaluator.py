@@ -154,10 +154,11 @@ def write_metrics(ctx: StageContext, conf: np.ndarray, images: int) -> dict[str,
 def headline_set(cfg: Config) -> int | str:
     """The class set a run is judged on: a target's own classes (a folder's: all of them), else the source's
     first reported set (SYNTHIA: 16; else 19)."""
-    from stages.street.datasets import dataset, eval_class_sets, layout_of
+    from stages.street.datasets import CITYSCAPES, eval_class_sets
 
-    if dataset(layout_of(cfg.data.target.name, "target")).class_set is not None:
-        return len(task_of(cfg.task).classes(cfg))
+    classes = task_of(cfg.task).classes(cfg)
+    if classes is not CITYSCAPES:
+        return len(classes)
     return eval_class_sets(cfg.data.source.name)[0]
 
 
