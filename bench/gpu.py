@@ -88,10 +88,10 @@ def write_world(root: Path, n: int, sizes: dict) -> list[dict]:
 
 def training_config(tiny: bool, loader_workers: int):
     if tiny:
-        return load_config(None, ["train.batch_size=2", f"train.loader_workers={loader_workers}"])
+        return load_config(None, ["train.batch_size=2", f"execution.train.loader_workers={loader_workers}"])
     return load_config(ROOT / "configs" / "gta5_cityscapes.yaml", [
         "data.source.root=/", "data.target.root=/", "model.vision_pretrained=none",
-        f"train.loader_workers={loader_workers}"])
+        f"execution.train.loader_workers={loader_workers}"])
 
 
 def text_store(directory: Path, ids: list[str], dim: int):
@@ -109,7 +109,7 @@ def text_store(directory: Path, ids: list[str], dim: int):
     return TextEmbeddingStore(directory)
 
 
-def time_steps(name: str, next_fn, plain, steps: int, device: torch.device, t) -> None:
+def time_steps(name: str, next_fn, plain, steps: int, device: torch.device, t, loader_workers) -> None:
     """Seconds per training step of ``plain`` on ``next_fn``'s batches, after a warm-up of 2 (and the peak
     memory of the synthetic one on a GPU)."""
     for k in range(2):
@@ -123,7 +123,7 @@ def time_steps(name: str, next_fn, plain, steps: int, device: torch.device, t) -
     sync(device)
     seconds = (time.perf_counter() - t0) / steps
     emit(name, seconds_per_step=round(seconds, 4), images_per_step=3 * t.batch_size, crop=t.crop_size,
-         loader_workers_per_stream=t.loader_workers, samples_per_s=round(3 * t.batch_size / seconds, 1))
+         loader_workers_per_stream=loader_workers, samples_per_s=round(3 * t.batch_size / seconds, 1))
     if name == "train_step_synthetic" and device.type == "cuda":
         emit("peak_memory", gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), what="training step")
 
@@ -136,11 +136,10 @@ def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int
     target = [r for r in rows if r["domain"] == "target"]
     half = max(len(target) // 2, 1)
     data = loop.TrainingSet(source, target[:half], [{**r, "label_path": None} for r in target[half:]])
-    cfg = loop.resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
     learner = loop.build_learner(cfg, store.dim, device)
     sup = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)
     amp = device.type == "cuda"
-    streams = loop.build_streams(data, t, seed=0, start=0, pin=amp)
+    streams = loop.build_streams(data, t, cfg.execution.train, seed=0, start=0, pin=amp)
     fixed = loop.next_batch(streams, store, cfg.model.max_tokens, device)
     parts: dict[str, float] = {}
 
@@ -169,7 +168,7 @@ def train_figures(cfg, rows: list[dict], store, device: torch.device, steps: int
 
     for name, next_fn in (("train_step_synthetic", lambda: fixed),
                           ("train_step_loader", lambda: loop.next_batch(streams, store, cfg.model.max_tokens, device))):
-        time_steps(name, next_fn, plain, steps, device, t)
+        time_steps(name, next_fn, plain, steps, device, t, cfg.execution.train.loader_workers)
     for k in range(steps):
         step(fixed, k, record=True)
     teacher, view = parts.pop("teacher_forward"), parts.pop("teacher_forward_and_mixing")

@@ -94,7 +94,7 @@ def tiny_language(steps: int) -> None:
         store = TextEmbeddingStore(stage_dir(Path(tmp), "embed_text", fingerprints(cfg)["embed_text"]))
         data = training_inputs(cfg, Path(tmp))
         cfg = resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
-        streams = build_streams(data, cfg.train, seed=0, start=0, pin=False)
+        streams = build_streams(data, cfg.train, cfg.execution.train, seed=0, start=0, pin=False)
         learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, 0.2, 0.5, 255)
         in_step = InStepLanguage(cfg, device)
@@ -244,7 +244,7 @@ def full(steps: int, images: int, loader_workers: int, loader_only: bool = False
               f"{np.mean([p.stat().st_size for p in city.glob('leftImg8bit/train/*/*.png')]) / 1e6:.1f} MB")
         cfg = load_config(Path(__file__).parent.parent / "configs" / "gta5_cityscapes.yaml", [
             f"data.source.root={gta5}", f"data.target.root={city}", f"paths.workdir={tmp / 'work'}",
-            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"train.loader_workers={loader_workers}"])
+            f"data.labelled_target={images // 2}", "model.vision_pretrained=none", f"execution.train.loader_workers={loader_workers}"])
         run_pipeline(cfg, ["ingest", "split"])
         data = training_inputs(cfg, tmp / "work")
         cfg = resolved(cfg, data)  # the keys set to auto, settled from the training set as a run does
@@ -267,7 +267,7 @@ def full(steps: int, images: int, loader_workers: int, loader_only: bool = False
 
         learner = build_learner(cfg, store.dim, device)
         loss_fn = build_supervised_loss(True, cfg.loss.hard_ratio, cfg.loss.omega, 255)
-        streams = build_streams(data, cfg.train, seed=0, start=0, pin=device.type == "cuda")
+        streams = build_streams(data, cfg.train, cfg.execution.train, seed=0, start=0, pin=device.type == "cuda")
         fixed = next_batch(streams, store, cfg.model.max_tokens, device)
         synthetic = time_steps(lambda: fixed, learner, loss_fn, cfg, device, steps)
         real = time_steps(lambda: next_batch(streams, store, cfg.model.max_tokens, device), learner, loss_fn, cfg,

@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+MANIFEST_FILE = "manifest.duckdb"  # in the work directory
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, command VARCHAR, status VARCHAR,

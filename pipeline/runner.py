@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.config import Config, ConfigError
 from pipeline.lock import WorkdirLock
-from pipeline.manifest import Manifest, StageRun
+from pipeline.manifest import MANIFEST_FILE, Manifest, StageRun
 from pipeline.outputs import COMPLETE_FILE, Problem, check_outputs, read_record, write_record
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageModule, fingerprint, payload, stage_dir
@@ -42,7 +42,6 @@ def stage_module(name: str, task: str) -> StageModule:
     if name not in modules:
         raise StageError(f"unknown stage {name!r} for task {task}; stages: {', '.join(modules)}")
     return importlib.import_module(modules[name])
-MANIFEST_FILE = "manifest.duckdb"
 
 
 class MissingInputs(StageError):

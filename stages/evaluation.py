@@ -1,5 +1,5 @@
 """What every task's evaluation shares: the model held where it runs — a Ray actor (on a GPU worker when
-``eval.num_gpus`` > 0), so the driver never builds a full model — fed chunks of items with a progress bar, each
+``execution.eval.num_gpus`` > 0), so the driver never builds a full model — fed chunks of items with a progress bar, each
 chunk's result folded into the driver's totals. A task's evaluator is a class whose ``__call__(items, first)``
 scores a chunk (``first``: the index of items[0]) and that extends ``Held`` (where it ran)."""
 
@@ -26,8 +26,8 @@ class Held:
 
 
 def evaluate_on_ray(ctx: Any, evaluator: type, args: tuple, items: list[Any], chunk: int, unit: str,
-                    fold: Callable[[Any], None]) -> dict[str, Any]:
-    """``evaluator(*args)`` in one Ray actor (``eval.num_cpus``, ``eval.num_gpus``), ``items`` through it in chunks
+                    fold: Callable[[Any], None], label: str = "evaluate") -> dict[str, Any]:
+    """``evaluator(*args)`` in one Ray actor (``execution.eval.num_cpus``, ``execution.eval.num_gpus``), ``items`` through it in chunks
     of ``chunk`` with a progress bar, each chunk's result given to ``fold``; returns where it ran."""
     import ray
 
@@ -35,9 +35,9 @@ def evaluate_on_ray(ctx: Any, evaluator: type, args: tuple, items: list[Any], ch
 
     cfg = ctx.cfg
     init_ray(cfg.cluster, ctx.workdir / "logs")
-    actor = ray.remote(evaluator).options(num_cpus=cfg.eval.num_cpus, num_gpus=cfg.eval.num_gpus or None).remote(*args)
+    actor = ray.remote(evaluator).options(num_cpus=cfg.execution.eval.num_cpus, num_gpus=cfg.execution.eval.num_gpus or None).remote(*args)
     try:
-        with progress("evaluate", total=len(items), unit=unit) as advance:
+        with progress(label, total=len(items), unit=unit) as advance:
             for start in range(0, len(items), chunk):
                 fold(ray.get(actor.__call__.remote(items[start:start + chunk], start)))
                 advance(len(items[start:start + chunk]))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.config import Config, DataConfig
+from pipeline.config import Config, SplitData
 from pipeline.stage import StageContext, StageError, StageResult, digest
 from pipeline.store import write_atomic
 from stages.index import INDEX_FILE, SPLIT_FILE, split_file_lines
@@ -41,7 +41,7 @@ def fingerprint_config(cfg: Config) -> dict[str, Any]:
     return {"data": {"labelled_target": data.labelled_target, "seed": data.seed}}
 
 
-def labelled_split(train_ids: list[str], data: DataConfig, path: Path | None = None) -> list[str]:
+def labelled_split(train_ids: list[str], data: SplitData, path: Path | None = None) -> list[str]:
     """The labelled target images, sorted: a split file (``path``, default ``data.split_file``), or N chosen
     from the seed."""
     path = path or data.split_file

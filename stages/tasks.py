@@ -1,4 +1,4 @@
-"""The registry of tasks (DESIGN §7): the only list of them, one line per task.
+"""What a task is (DESIGN §7); the registry itself, the only list of tasks, is ``pipeline.tasks``.
 
 Two tasks today: ``street`` (SSDA street scenes, 2D RGB, the paper's Tables 1-4; ``stages/street/``) and
 ``synapse`` (semi-supervised 3D abdominal CT, background + 13 organs, the paper's Table 5, with no language
@@ -7,6 +7,9 @@ report read a task through this registry and name none.
 
 A task is a package whose ``__init__`` (light: no torch) defines:
 
+- ``CONFIG``: its config class, a subclass of ``pipeline.config.Config`` that adds the task's sections (a config
+  names its task by ``task``, and holds that task's sections and the shared ones: ``paths``, ``cluster``,
+  ``execution``, ``plugins``); ``CONFIG.resolved()`` turns its ``auto`` keys into values before any fingerprint;
 - ``STAGES``: {stage name: module}, inputs first (``stages.split`` and ``stages.report`` serve every task);
 - ``classes(cfg) -> ClassSet``: its class set (names, palette, ignore index, reported subsets);
 - ``ablation(cfg) -> [(name, overrides)]``: the cells of its ablation (``semidavil ablate``);
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from models.registry import Entry, Registry
+from pipeline.tasks import TASKS, names, register, task_of  # noqa: F401  (the registry, re-exported)
 
 
 @dataclass(frozen=True)
@@ -52,21 +55,7 @@ def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return np.where((labels < n)[..., None], palette[np.minimum(labels, n - 1)], 0).astype(np.uint8)
 
 
-def _no_notes(cfg: Any) -> list[str]:
-    return []
-
-
-TASKS = Registry("task", "task", {
-    "street": "stages.street",
-    "synapse": "stages.synapse",
-}, {"DEFAULT_SPLIT_FILE": None, "SWEEP_LABELLED": None, "PREDICTS": False, "notes": _no_notes, "selector": None})
-register, names = TASKS.register, TASKS.names
 LEGACY = "street"  # the task of records written before records named theirs (run.json, checkpoints)
-
-
-def task_of(name: str) -> Entry:
-    """The registered task ``name`` (ValueError naming the ``task`` key for an unknown one)."""
-    return TASKS.get(name)
 
 
 def all_stage_names() -> tuple[str, ...]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from models.device import pick_device
-from pipeline.config import ClusterConfig, TrainConfig
+from pipeline.config import Config, TrainExecution
 from pipeline.progress import console, progress
 from pipeline.stage import StageError
 from stages.checkpoint import Checkpoint, checkpoint_step, load_checkpoint, save_state, set_rng_state
@@ -43,7 +43,7 @@ def _world(use_ray: bool) -> tuple[int, int, torch.device]:
     return 0, 1, pick_device()
 
 
-def use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
+def use_gpu(t: TrainExecution, on_ray: bool = False) -> bool:
     """``auto``: whether GPUs are there, on this machine or, under Ray, anywhere in the cluster (the driver
     may run on a CPU-only head node)."""
     if t.use_gpu != "auto":
@@ -55,7 +55,7 @@ def use_gpu(t: TrainConfig, on_ray: bool = False) -> bool:
     return torch.cuda.is_available()
 
 
-def worker_device(t: TrainConfig, use_ray: bool) -> tuple[int, int, torch.device]:
+def worker_device(t: TrainExecution, use_ray: bool) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this worker; a CPU worker under Ray uses the CPUs it reserved."""
     rank, world, device = _world(use_ray)
     if not use_ray and not use_gpu(t):
@@ -181,33 +181,35 @@ def follow_training(out_dir: Path, total: int) -> Iterator[None]:
 
 
 # Ray Train ---------------------------------------------------------------------------------------------
-def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func: Callable[[dict[str, Any]], Any]) -> None:
+def fit_on_ray(config: dict[str, Any], cfg: Config, name: str, func: Callable[[dict[str, Any]], Any]) -> None:
     """``func`` on ``train.workers`` DDP workers; a failed worker group is restarted up to
-    ``train.max_failures`` times, each time from the last reported checkpoint."""
+    ``execution.train.max_failures`` times, each time from the last reported checkpoint."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    ex = cfg.execution.train
     TorchTrainer(
         func, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=use_gpu(t, on_ray=True),
-                                     resources_per_worker={"CPU": t.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=use_gpu(ex, on_ray=True),
+                                     resources_per_worker={"CPU": ex.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=str(Path(config["out_dir"], "ray")),
-                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             failure_config=FailureConfig(max_failures=ex.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     ).fit()
 
 
-def run_training(config: dict[str, Any], t: TrainConfig, cluster: ClusterConfig, workdir: Path, name: str,
+def run_training(config: dict[str, Any], cfg: Config, workdir: Path, name: str,
                  func: Callable[[dict[str, Any]], Any]) -> dict[str, float]:
     """A stage's training: Ray started (or joined), ``func`` fitted under Ray Train with the driver's progress
     bar, and the metrics log checked to reach ``train.iterations``; its last entry."""
     from pipeline.shards import init_ray
 
-    init_ray(cluster, workdir / "logs")
+    t = cfg.train
+    init_ray(cfg.cluster, workdir / "logs")
     out_dir = Path(config["out_dir"])
     console.print(f"  train: {t.iterations} iterations on {t.workers} worker(s) under Ray Train")
     with follow_training(out_dir, t.iterations):
-        fit_on_ray(config, t, name, func)
+        fit_on_ray(config, cfg, name, func)
     metrics = read_metrics(out_dir)
     if not metrics or (metrics[-1]["step"] != t.iterations and not metrics[-1].get("stopped_early")):
         raise StageError(f"{out_dir / METRICS}: training ended before step {t.iterations}")
@@ -235,7 +237,7 @@ def open_run(config: dict[str, Any]) -> Run:
     cfg = Config.model_validate(config["cfg"])
     out_dir, use_ray = Path(config["out_dir"]), bool(config.get("use_ray", False))
     out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, device = worker_device(cfg.train, use_ray)
+    rank, world, device = worker_device(cfg.execution.train, use_ray)
     return Run(cfg, out_dir, rank, world, use_ray, device)
 
 
@@ -243,20 +245,21 @@ def fit_steps(run: Run, start: int, optimise: Callable[[int], dict[str, torch.Te
               progress_logs: Callable[[], dict[str, Any]], save: Callable[[int, dict[str, Any]], None],
               after: Callable[[int], bool] | None = None) -> dict[str, float]:
     """Steps ``start`` .. ``train.iterations``: ``optimise(step)`` returns the step's logs (tensors); ``after(done)``
-    (model selection) may end the training early by returning True. Every ``log_every`` steps the logs are read (the
-    only wait for the device), with ``progress_logs()`` (lr, ...), and logged; every ``checkpoint_every`` steps, and
-    at the end, ``save(done, logs)``. Returns the last logs (``stopped_early`` when ``after`` ended it)."""
-    t, logs, tic = run.cfg.train, {}, time.perf_counter()
+    (model selection) may end the training early by returning True. Every ``execution.train.log_every`` steps the
+    logs are read (the only wait for the device), with ``progress_logs()`` (lr, ...), and logged; every
+    ``checkpoint_every`` steps, and at the end, ``save(done, logs)``. Returns the last logs (``stopped_early`` when
+    ``after`` ended it)."""
+    t, ex, logs, tic = run.cfg.train, run.cfg.execution.train, {}, time.perf_counter()
     for step in range(start, t.iterations):
         step_logs = optimise(step)
         done = step + 1
         stop = bool(after and after(done))
-        if done % t.log_every == 0 or done == t.iterations or stop:
+        if done % ex.log_every == 0 or done == t.iterations or stop:
             logs = {k: v.tolist() for k, v in step_logs.items()} | {"step": done, **progress_logs()} | {
                 "workers": run.world, "sec_per_iter": (time.perf_counter() - tic) / (done - start)}
             logs |= {"stopped_early": True} if stop else {}
             log_step(run.out_dir, logs, run.rank, t.iterations)
-        if done % t.checkpoint_every == 0 or done == t.iterations or stop:
+        if done % ex.checkpoint_every == 0 or done == t.iterations or stop:
             save(done, logs | {"step": done})
         if stop:
             break
@@ -277,7 +280,6 @@ def train_stage(ctx: Any, config: dict[str, Any], setup: dict[str, Any], func: C
     from pipeline.store import write_json
     from stages.trained import SETUP
 
-    t = ctx.cfg.train
     write_json(setup, ctx.out_dir / SETUP)
-    last = run_training(config, t, ctx.cfg.cluster, ctx.workdir, f"train-{ctx.fingerprint[:12]}", func)
-    return StageResult(t.iterations, {k: v for k, v in last.items() if k != "step"})
+    last = run_training(config, ctx.cfg, ctx.workdir, f"train-{ctx.fingerprint[:12]}", func)
+    return StageResult(ctx.cfg.train.iterations, {k: v for k, v in last.items() if k != "step"})

@@ -11,11 +11,11 @@ from pipeline.config import Config, load_config
 SMALL = [
     "data.demo.n_source=12", "data.demo.n_target_train=12", "data.demo.n_target_val=4",
     "data.demo.height=64", "data.demo.width=128", "data.labelled_target=4",
-    "caption.shard_size=8", "caption.batch_size=4", "caption.max_new_tokens=4", "caption.concurrency=1",
-    "text.shard_size=8", "text.batch_size=8",
+    "caption.shard_size=8", "execution.caption.batch_size=4", "caption.max_new_tokens=4", "execution.caption.concurrency=1",
+    "text.shard_size=8", "execution.text.batch_size=8",
     "model.dlg_dim=16", "model.decoder_channels=16",
-    "train.iterations=3", "train.batch_size=2", "train.crop_size=64", "train.log_every=1",
-    "train.checkpoint_every=2", "train.cpus_per_worker=1",
+    "train.iterations=3", "train.batch_size=2", "train.crop_size=64", "execution.train.log_every=1",
+    "execution.train.checkpoint_every=2", "execution.train.cpus_per_worker=1",
     "eval.save_predictions=1",
 ]
 

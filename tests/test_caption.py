@@ -39,8 +39,8 @@ def out_dir(cfg, stage: str) -> Path:
 def test_resume_after_sigkill(tmp_path, ray_local, stage):
     """The whole run is killed with SIGKILL mid-stage; the next run fills in exactly the missing shards."""
     overrides = small_overrides(tmp_path / "w", "data.demo.n_source=40", "data.demo.n_target_train=16",
-                                "caption.shard_size=4", "caption.batch_size=2", "caption.max_new_tokens=48",
-                                "text.shard_size=4", "text.batch_size=2", "cluster.num_cpus=2")
+                                "caption.shard_size=4", "execution.caption.batch_size=2", "caption.max_new_tokens=48",
+                                "text.shard_size=4", "execution.text.batch_size=2", "cluster.num_cpus=2")
     cfg = load_config(None, overrides)
     run_pipeline(cfg, ["ingest"] if stage == "caption" else ["ingest", "caption"])
     n_images, n_shards = len(index_ids(cfg)), 15
@@ -147,11 +147,11 @@ def test_a_shard_that_keeps_failing_fails_the_stage_and_keeps_the_rest(tmp_path,
 
 
 def test_two_nodes_share_the_shards(tmp_path):
-    overrides = small_overrides(tmp_path / "w", "caption.concurrency=2", "caption.shard_size=2",
+    overrides = small_overrides(tmp_path / "w", "execution.caption.concurrency=2", "caption.shard_size=2",
                                 # 1-CPU nodes: a replica takes 0.6, so two never share a node (at 0.5 each,
                                 # Ray could pack both on one node and the test was flaky); 0.4 for decoding
-                                "caption.replica_cpus=0.6", "caption.decode_cpus=0.4",
-                                "caption.batch_size=2", "caption.max_new_tokens=24")
+                                "execution.caption.replica_cpus=0.6", "execution.caption.decode_cpus=0.4",
+                                "execution.caption.batch_size=2", "caption.max_new_tokens=24")
     code = textwrap.dedent(f"""
         import json
         import pipeline, ray
@@ -197,7 +197,7 @@ def test_full_size_blip2_architecture_for_gpu_benchmarks():
 def test_two_replicas_caption_exactly_as_one_without_ray(small_config, ray_local):
     """The decode tasks + actor pool with two replicas give, row for row, what one CaptionBatch gives when
     called directly on decoded batches without Ray (as a GPU benchmark calls it)."""
-    cfg = small_config("caption.concurrency=2", "caption.batch_size=3")
+    cfg = small_config("execution.caption.concurrency=2", "execution.caption.batch_size=3")
     run_pipeline(cfg, ["ingest", "caption"])
     by_ray = read_parquet(out_dir(cfg, "caption")).sort_by("image_id")
     index = read_index(out_dir(cfg, "ingest") / INDEX_FILE, dataset_roots(cfg.data, cfg.paths.workdir))

@@ -41,7 +41,10 @@ def test_overrides_are_typed():
         ("data: {source: {name: cityscapes, root: /}}\n", [], "data.source.name: cityscapes cannot be the source"),
         ("data: {target: {name: mapillary, root: /}}\n", [], "data.target.name: 'mapillary' is not a registered"),
         ("loss: {omega: 2}\n", [], "loss.omega"),
-        ("{}\n", ["nosection.key=1"], "nosection: unknown key"),
+        ("{}\n", ["nosection.key=1"], "nosection: not a section of task 'street'"),
+        ("task: synapse\n", ["caption.model=tiny"], "caption: not a section of task 'synapse'"),
+        ("task: tennis\n", [], "task: 'tennis' is not a registered task"),
+        ("train: {log_every: 5}\nexecution: {train: {log_every: 6}}\n", [], "train.log_every: moved to execution.train.log_every, which is set too"),
         ("{}\n", ["train.iterations"], "expected section.key=value"),
     ],
 )
@@ -54,6 +57,23 @@ def test_bad_config_names_file_and_key(tmp_path, text, overrides, expected):
     assert "\n" not in message
     if "--set" not in message:
         assert str(path) in message
+
+
+def test_an_old_spelling_of_an_execution_key_loads_and_names_the_new_one(tmp_path):
+    path = write(tmp_path, "train: {log_every: 5, iterations: 3}\ncaption: {batch_size: 3}\neval: {num_cpus: 2}\n")
+    with pytest.warns(FutureWarning, match="train.log_every is now spelt execution.train.log_every"):
+        cfg = load_config(path)
+    assert (cfg.execution.train.log_every, cfg.execution.caption.batch_size, cfg.execution.eval.num_cpus) == (5, 3, 2)
+    assert cfg.train.iterations == 3
+
+
+def test_a_task_config_holds_its_own_sections_only():
+    street, synapse = load_config(), load_config("configs/synapse_demo.yaml")
+    assert {"data", "caption", "text", "model", "eval"} <= set(type(street).model_fields)
+    assert not {"caption", "text", "model", "eval"} & set(type(synapse).model_fields)
+    assert "volumes" not in type(street).model_fields
+    assert type(synapse)().train.lr == 0.03 and type(street)().train.lr == 1e-4  # SGD's and AdamW's defaults
+    assert synapse.volumes.data.layout == "nifti"  # auto, as the demo volumes are written
 
 
 def test_missing_config_file(tmp_path):

@@ -68,18 +68,23 @@ def test_caption_and_text_keys_change_the_language(world):
 
 def test_execution_keys_change_nothing(world):
     base = world()
-    for override in ("caption.batch_size=3", "caption.concurrency=4", "text.num_gpus=1", "train.log_every=7",
-                     "train.loader_workers=1", "cluster.address=auto"):
+    for override in ("execution.caption.batch_size=3", "execution.caption.concurrency=4", "execution.text.num_gpus=1", "execution.train.log_every=7",
+                     "execution.train.loader_workers=1", "cluster.address=auto"):
         assert world(override) == base, override
 
 
-def test_a_key_at_its_inert_value_stays_out_of_the_training_fingerprint():
-    """A key added later, at the value that trains as before it existed, leaves earlier runs' fingerprints
-    alone; at any other value it is fingerprinted (the parametrised test above)."""
-    from stages.street.train import INERT, fingerprint_config
-
-    assert INERT and not set(INERT) & set(fingerprint_config(load_config(None, ["train.feature_perturbation=0"]))["train"])
-    assert fingerprint_config(load_config(None, ["train.feature_perturbation=0.5"]))["train"]["feature_perturbation"] == 0.5
+def test_auto_and_the_value_it_resolves_to_give_one_fingerprint(world):
+    """Every ``auto`` that changes a result is resolved as the config loads (``StreetConfig.resolved``), so a run
+    with ``auto`` and one with its value are one run."""
+    assert world("train.colour_jitter=auto") == world("train.colour_jitter=0.2")  # some target images labelled
+    assert world("train.colour_jitter=auto") != world("train.colour_jitter=0.5")
+    none = "data.labelled_target=0"
+    assert world("train.colour_jitter=auto", none) == world("train.colour_jitter=0.5", none)
+    assert world("loss.pasted_gt=auto") == world("loss.pasted_gt=ct") != world("loss.pasted_gt=sup")
+    model = "caption.captions_file=null"  # the tiny captioner runs: its dtype counts
+    assert world(model, "caption.dtype=auto") == world(model, "caption.dtype=float32")  # no GPU for the captioner
+    assert world(model, "caption.dtype=auto", "execution.caption.num_gpus=1") == world(model, "caption.dtype=bfloat16")
+    assert world(model, "caption.dtype=bfloat16")["caption"] != world(model)["caption"]
 
 
 def test_consistency_keys_leave_a_run_without_consistency_alone(world):

@@ -13,7 +13,8 @@ from models.ema import ema_alpha
 from models.losses import consistency_loss, passed_per_class, pseudo_labels
 from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
 from models.street.segmentor import build_segmentor, decoder_levels
-from pipeline.config import ModelConfig, load_config
+from models.street.config import ModelConfig
+from pipeline.config import load_config
 
 JITTER = "train.colour_jitter=0.5"  # a step is given a settled value (a training run settles auto from its set)
 
@@ -200,30 +201,38 @@ def test_strong_blur_probability(monkeypatch):
     assert seen == [0.25]
 
 
-@pytest.mark.parametrize(("labelled", "jitter"), [(0, 0.5), (1, 0.2), (20, 0.2)])
+@pytest.mark.parametrize(("labelled", "jitter"), [(0, 0.5), (1, 0.2), (20, 0.2), ("all", 0.2)])
 def test_colour_jitter_auto_follows_the_labelled_target_images(labelled, jitter):
-    """train.colour_jitter auto: UniMatch's 0.5 with no labelled target image (UDA), 0.2 with some; the worker's
-    config and setup.json carry the value that ran; a number is kept as given."""
-    data = train.TrainingSet([{}], [{}] * labelled, [{}] * 4)
-    cfg = load_config(None, [])
-    assert cfg.train.colour_jitter == "auto"
-    assert train.resolved(cfg, data).train.colour_jitter == jitter
+    """train.colour_jitter auto: UniMatch's 0.5 with no labelled target image (UDA), 0.2 with some, settled as the
+    config loads; the worker's config and setup.json carry that value; a number is kept as given."""
+    data = train.TrainingSet([{}], [{}] * (labelled if labelled != "all" else 3), [{}] * 4)
+    cfg = load_config(None, [f"data.labelled_target={labelled}", "train.colour_jitter=auto"])
+    assert cfg.train.colour_jitter == jitter
     assert train.describe(cfg, data)["colour_jitter"] == jitter
-    assert train.resolved(load_config(None, ["train.colour_jitter=0.35"]), data).train.colour_jitter == 0.35
+    assert load_config(None, ["train.colour_jitter=0.35"]).train.colour_jitter == 0.35
+
+
+def test_auto_counts_the_lines_of_a_split_file(tmp_path):
+    empty, one = tmp_path / "empty.txt", tmp_path / "one.txt"
+    empty.write_text("# nothing labelled\n")
+    one.write_text("aachen_000000_000019\n")
+    assert load_config(None, [f"data.split_file={empty}"]).train.colour_jitter == 0.5
+    assert load_config(None, [f"data.split_file={one}", "data.labelled_target=0"]).train.colour_jitter == 0.2
 
 
 @pytest.mark.parametrize(("labelled", "where"), [(0, "sup"), (1, "ct"), (20, "ct")])
 def test_pasted_ground_truth_auto_follows_the_labelled_target_images(labelled, where):
-    """loss.pasted_gt auto: L_sup with no labelled target image (UDA), the class-balanced L_CT with some; the
-    worker's config and setup.json carry the place that ran; a step refuses an unsettled auto."""
+    """loss.pasted_gt auto: L_sup with no labelled target image (UDA), the class-balanced L_CT with some, settled as
+    the config loads; the worker's config and setup.json carry the place that ran; a step refuses an auto that
+    bypassed the loading."""
     data = train.TrainingSet([{}], [{}] * labelled, [{}] * 4)
-    cfg = load_config(None, [])
-    assert cfg.loss.pasted_gt == "auto"
-    assert train.resolved(cfg, data).loss.pasted_gt == where
+    cfg = load_config(None, [f"data.labelled_target={labelled}", "loss.pasted_gt=auto"])
+    assert cfg.loss.pasted_gt == where
     assert train.describe(cfg, data)["pasted_gt"] == where
-    assert train.resolved(load_config(None, ["loss.pasted_gt=sup"]), data).loss.pasted_gt == "sup"
+    assert load_config(None, ["loss.pasted_gt=sup", "data.labelled_target=0"]).loss.pasted_gt == "sup"
+    unsettled = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"pasted_gt": "auto"})})
     with pytest.raises(ValueError, match="loss.pasted_gt"):
-        train.in_sup(cfg)
+        train.in_sup(unsettled)
 
 
 @pytest.mark.parametrize("decoder", ["light", "multilevel"])

@@ -101,18 +101,21 @@ def test_a_3d_method_added_by_its_module_alone_trains_and_is_reported(cli, tmp_p
 
 
 def test_a_task_added_by_its_package_alone_plans_runs_and_reports(cli, tmp_path):
-    args = sets(f"paths.workdir={tmp_path}", "plugins=[tests.toys.toy_task]", "task=toy")
+    config = tmp_path / "toy.yaml"  # its own sections only: a street config's are not the toy's
+    config.write_text(f"plugins: [tests.toys.toy_task]\ntask: toy\npaths: {{workdir: {tmp_path / 'w'}}}\n")
+    args = ("-c", str(config))
     assert cli("plan", *sets("task=toy")).exit_code == 2  # without its plugin module: not a registered task
+    assert cli("plan", "-c", str(config), *sets("data.labelled_target=3")).exit_code == 2  # not a toy section
     plan = cli("plan", *args)
     assert plan.exit_code == 0 and "evaluate" in plan.output and "caption" not in plan.output, plan.output
     result = cli("run", *args)
     assert result.exit_code == 0, result.output
     score = float(np.random.default_rng(0).random(100).mean())
     assert f"toy score: {score:.3f}" in result.output
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["evaluate", "ingest", "report"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir() if p.is_dir()) == ["evaluate", "ingest", "report"]
     assert cli("run", *args).exit_code == 0  # a second run: its stages are fingerprinted and reused like any other
     from pipeline.manifest import Manifest
 
-    manifest = Manifest(tmp_path / "manifest.duckdb", read_only=True)
+    manifest = Manifest(tmp_path / "w" / "manifest.duckdb", read_only=True)
     assert [len(manifest.stage_runs(s)) for s in ("ingest", "evaluate", "report")] == [1, 1, 1]
     assert cli("stage", "caption", *args).exit_code == 2  # not one of its stages

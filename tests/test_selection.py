@@ -17,7 +17,7 @@ from tests.test_volumes import TINY
 def train(tmp_path, monkeypatch, scores: list[float], *extra: str):
     """A tiny synapse training in this process whose evaluations score ``scores`` in turn."""
     cfg = load_config("configs/synapse_demo.yaml", [f"paths.workdir={tmp_path}", *TINY, "train.iterations=6",
-                                                   "train.checkpoint_every=6", "volumes.eval_every=2", *extra])
+                                                   "execution.train.checkpoint_every=6", "volumes.eval_every=2", *extra])
     run_pipeline(cfg, ["ingest", "split"])
     inputs = {"ingest": next((tmp_path / "ingest").glob("*")), "split": next((tmp_path / "split").glob("*"))}
     seen = iter(scores)

@@ -26,7 +26,7 @@ from tests.conftest import small_overrides
 def inputs(tmp_path_factory, ray_local):
     """The stages training reads, run once for this module."""
     cfg = load_config(None, small_overrides(tmp_path_factory.mktemp("train") / "w", "train.iterations=6",
-                                            "train.checkpoint_every=2", "train.log_every=1"))
+                                            "execution.train.checkpoint_every=2", "execution.train.log_every=1"))
     run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
     fps = fingerprints(cfg)
     return cfg, {name: stage_dir(cfg.paths.workdir, name, fps[name]) for name in stages.street.train.INPUTS}
@@ -153,7 +153,8 @@ def test_ray_train_replaces_a_killed_worker_and_goes_on_from_the_checkpoint(loop
 
     config = {**loop_config, "use_ray": True, "marker": str(marker)}
     cfg = train.Config.model_validate(config["cfg"])
-    train.fit_on_ray(config, cfg.train.model_copy(update={"max_failures": 1}), "killed-worker", dies_once)
+    ex = cfg.execution.model_copy(update={"train": cfg.execution.train.model_copy(update={"max_failures": 1})})
+    train.fit_on_ray(config, cfg.model_copy(update={"execution": ex}), "killed-worker", dies_once)
     assert marker.exists()  # it did die
     assert logged_steps(config) == [1, 2, 3, 4, 5, 6]  # steps 1-4, then 5-6 after the restart: not from 1 again
     assert load_checkpoint(checkpoint_of(config)).step == 6
@@ -206,9 +207,10 @@ def test_two_ddp_workers_share_gradients_draw_their_own_batches_and_resume(loop_
 
     def fit(iterations: int) -> list[dict]:
         config = json.loads(json.dumps({**loop_config, "use_ray": True}))
-        config["cfg"]["train"].update(iterations=iterations, workers=2, cpus_per_worker=1, checkpoint_every=2)
+        config["cfg"]["train"].update(iterations=iterations, workers=2)
+        config["cfg"]["execution"]["train"].update(cpus_per_worker=1, checkpoint_every=2)
         cfg = train.Config.model_validate(config["cfg"])
-        train.fit_on_ray(config, cfg.train, f"ddp-{iterations}", ddp_probe)
+        train.fit_on_ray(config, cfg, f"ddp-{iterations}", ddp_probe)
         return [json.loads((out / f"probe-{r}-{iterations}.json").read_text()) for r in (0, 1)]
 
     first = fit(2)

@@ -385,7 +385,7 @@ def test_dhcs_rules_for_an_organ_missing_from_prediction_or_ground_truth():
 # the task end to end ------------------------------------------------------------------------------
 TINY = ["volumes.demo.depth=16", "volumes.demo.height=32", "volumes.demo.width=32", "volumes.patch=[16,16,16]",
         "volumes.stride=[8,8]", "volumes.n_filters=2", "volumes.uamt_passes=2", "train.iterations=4",
-        "train.log_every=2", "train.checkpoint_every=2", "cluster.num_cpus=2"]
+        "execution.train.log_every=2", "execution.train.checkpoint_every=2", "cluster.num_cpus=2"]
 
 
 def test_the_demo_task_runs_end_to_end_through_the_cli(tmp_path):

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from stages.street.datasets import CITYSCAPES, class_set  # noqa: F401  (CITYSCAPES: the built-in class set)
+from stages.street.config import StreetConfig
 from stages.tasks import ClassSet
 
+CONFIG = StreetConfig  # its sections beside the shared ones
 STAGES = {"ingest": "stages.street.ingest", "split": "stages.split", "caption": "stages.street.caption",
           "embed_text": "stages.street.embed_text", "train": "stages.street.train",
           "evaluate": "stages.street.evaluate", "report": "stages.report"}

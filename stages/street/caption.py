@@ -16,7 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import SCENE_DESCRIPTIONS, Config, ConfigError
+from pipeline.config import Config, ConfigError
+from stages.street.config import SCENE_DESCRIPTIONS
 from pipeline.progress import console
 from pipeline.shards import ShardPool, map_shards, node_id, write_shards
 from pipeline.stage import StageContext, StageError, StageResult
@@ -31,7 +32,6 @@ SHARDED = True  # redoes only the shards that are missing or damaged
 VERSION = 4  # 2: the image set; 3: OpenCV decode in CPU tasks; 4: any captioner, tiny captions say something
 INPUTS = ("ingest",)
 INPUT_DIGESTS = {"ingest": "images"}  # the images alone: not the split, not where the dataset is mounted
-EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus", "max_retries", "decode_cpus", "replica_cpus"}  # do not change captions
 
 
 def check_config(cfg: Config) -> None:
@@ -43,12 +43,18 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("caption.captions_file: 'demo' (the demo world's scene descriptions) needs the demo world")
 
 
+def legacy_dtype(keys: dict[str, Any]) -> dict[str, Any]:
+    """``caption.dtype`` as fingerprints spelt it before ``auto`` was resolved at load: ``float32`` (what ``auto``
+    meant on every CPU captioner) as ``auto``, so those caption stores stay valid; any other dtype as itself."""
+    return keys | {"dtype": "auto"} if keys.get("dtype") == "float32" else keys
+
+
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     if cfg.caption.captions_file == SCENE_DESCRIPTIONS:  # the demo world's descriptions: a function of the world's keys
         return {"caption": {"captions_file": "demo world scene descriptions"}, "demo": world_keys(cfg.data.demo)}
     if cfg.caption.captions_file is not None:  # no model runs: the file's content is all that counts
         return {"caption": {"captions_file": file_digest(cfg.caption.captions_file)}}
-    return {"caption": cfg.caption.model_dump(mode="json", exclude={*EXECUTION_KEYS, "captions_file"})}
+    return {"caption": legacy_dtype(cfg.caption.model_dump(mode="json", exclude={"captions_file"}))}
 
 
 def decode_batch(batch: pa.Table, size: int) -> pa.Table:
@@ -115,15 +121,15 @@ def from_file(ctx: StageContext, index: pa.Table) -> dict[str, Any]:
 
 def from_model(ctx: StageContext, index: pa.Table) -> dict[str, Any]:
     """Every image captioned by ``caption.model`` in one Ray Data pipeline (CPU decode, model replicas)."""
-    cfg = ctx.cfg.caption
+    cfg, ex = ctx.cfg.caption, ctx.cfg.execution.caption
     rows = resolve_rows(index.to_pylist(), dataset_roots(ctx.cfg.data, ctx.workdir))
     index = pa.table({"image_id": [r["image_id"] for r in rows], "image_path": [r["image_path"] for r in rows]})
     pool = ShardPool(CaptionBatch, dict(model=cfg.model, dtype=cfg.dtype, prompt=cfg.prompt,
-                                        max_new_tokens=cfg.max_new_tokens, num_gpus=cfg.num_gpus,
+                                        max_new_tokens=cfg.max_new_tokens, num_gpus=ex.num_gpus,
                                         size=cfg.image_size),
-                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, cfg.max_retries,
-                     prepare=decode_batch, prepare_kwargs={"size": cfg.image_size}, prepare_cpus=cfg.decode_cpus,
-                     num_cpus=cfg.replica_cpus)
+                     ex.batch_size, ex.concurrency, ex.num_gpus, ex.max_retries,
+                     prepare=decode_batch, prepare_kwargs={"size": cfg.image_size}, prepare_cpus=ex.decode_cpus,
+                     num_cpus=ex.replica_cpus)
     return map_shards(ctx, index, cfg.shard_size, pool, ctx.cfg.cluster, unit="images").details()
 
 

@@ -25,11 +25,10 @@ NAME = "embed_text"
 SHARDED = True  # redoes only the shards that are missing or damaged
 VERSION = 3  # 2: the caption text kept beside its embedding; no class embeddings (read by nothing); 3: Arrow IPC shards
 INPUTS = ("caption",)
-EXECUTION_KEYS = {"batch_size", "concurrency", "num_gpus"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {"text": cfg.text.model_dump(mode="json", exclude=EXECUTION_KEYS)}
+    return {"text": cfg.text.model_dump(mode="json")}
 
 
 class EmbedBatch:
@@ -66,10 +65,10 @@ def embedding_table(image_ids, shards, captions: list[str], emb: np.ndarray, n_t
 
 
 def run(ctx: StageContext) -> StageResult:
-    cfg = ctx.cfg.text
+    cfg, ex = ctx.cfg.text, ctx.cfg.execution.text
     captions = read_parquet(ctx.inputs["caption"], columns=["image_id", "caption"]).sort_by("image_id")
-    pool = ShardPool(EmbedBatch, dict(model=cfg.model, pretrained=cfg.pretrained, num_gpus=cfg.num_gpus),
-                     cfg.batch_size, cfg.concurrency, cfg.num_gpus, max_retries=2, suffix=".arrow")
+    pool = ShardPool(EmbedBatch, dict(model=cfg.model, pretrained=cfg.pretrained, num_gpus=ex.num_gpus),
+                     ex.batch_size, ex.concurrency, ex.num_gpus, max_retries=2, suffix=".arrow")
     stats = map_shards(ctx, captions, cfg.shard_size, pool, ctx.cfg.cluster, unit="captions")
     store = read_parquet(ctx.out_dir, columns=["image_id", "n_tokens", "dim", "truncated"])
     if store.num_rows != captions.num_rows:

@@ -5,8 +5,10 @@ a budget counts new images only, so a second ``select`` from a run trained on th
 text store (embed_text: each image's pooled caption embedding, the descriptor of ``diverse``) and, for
 ``uncertainty`` and ``mixed``, a trained model (``--from``: a train directory or a checkpoint) whose teacher
 predicts each unlabelled image. It writes the split file (``data.split_file`` reads it) and the ranking as CSV
-beside it. The teacher's scores are kept in ``<workdir>/select/<digest>/scores.parquet`` (the digest of the index,
-the split, the model file and the strategy's settings), so a rerun reuses them.
+beside it. The teacher scores images in a Ray actor, as evaluation runs (on a GPU worker with
+``execution.eval.num_gpus``); the scores are a ``select`` stage run of the manifest, kept in
+``<workdir>/select/<fingerprint>/scores.parquet`` (the fingerprint of the index, the split, the model file and the
+scoring settings), so a rerun reuses them.
 
 Strategies: ``random`` (the split stage's seeded draw), ``uncertainty`` (RIPU's image score), ``diverse``
 (k-centre greedy over caption embeddings), ``mixed`` (the most uncertain image of each of N clusters).
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.manifest import MANIFEST_FILE
+from stages.evaluation import Held, evaluate_on_ray
 from stages.index import SELECT_HEADER as HEADER
 
 STRATEGIES = ("random", "uncertainty", "diverse", "mixed")
@@ -106,64 +110,99 @@ def caption_features(store: Path, image_ids: list[str], max_tokens: int) -> np.n
     return (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-8)).numpy()
 
 
-def teacher_probs(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> Any:
-    """Yield each row's (C, H, W) class probabilities under the checkpoint's teacher, its language from the text
-    store as evaluate reads it."""
-    from models.device import pick_device
-    from models.inference import prob_map
-    from stages.checkpoint import load_model
-    from stages.street.images import read_rgb, resize_image
-    from stages.street.language import TextEmbeddingStore
-    from stages.tasks import task_of
+class Scorer(Held):
+    """Holds a checkpoint's teacher where it runs — a Ray actor like evaluation's (``stages.evaluation``: on a GPU
+    worker with ``execution.eval.num_gpus``) — and scores chunks of rows; usable without Ray too (the page)."""
 
-    device, n = pick_device(), len(task_of(cfg.task).classes(cfg))
-    model = load_model(checkpoint, cfg.model, "teacher", device)
-    text_store = TextEmbeddingStore(store, cfg.model.dlg_captions)
-    for row in rows:
+    def __init__(self, cfg_dump: dict[str, Any], checkpoint: str, store: str):
+        from models.device import pick_device
+        from stages.checkpoint import load_model
+        from stages.street.language import TextEmbeddingStore
+        from stages.tasks import task_of
+
+        self.cfg = Config.model_validate(cfg_dump)
+        self.hold(pick_device())  # in the actor: its GPU if it has one
+        self.model = load_model(Path(checkpoint), self.cfg.model, "teacher", self.device)
+        self.store = TextEmbeddingStore(store, self.cfg.model.dlg_captions)  # as evaluate reads it
+        self.n = len(task_of(self.cfg.task).classes(self.cfg))
+
+    def probs(self, row: dict[str, Any]) -> Any:
+        """The row's (C, H, W) class probabilities under the teacher."""
+        from models.inference import prob_map
+        from stages.street.images import read_rgb, resize_image
+
+        cfg = self.cfg
         image = read_rgb(row["image_path"])
         image = resize_image(image, cfg.train.target_size) if cfg.train.target_size is not None else image
-        text, mask = _language(text_store, row["image_id"], cfg.model.max_tokens, device)
-        yield prob_map(model, image, text, mask, cfg.train.crop_size, n, cfg.eval.sliding_window)[0]
+        text, mask = self.store.batch([row["image_id"]], cfg.model.max_tokens)
+        return prob_map(self.model, image, text.to(self.device), mask.to(self.device), cfg.train.crop_size, self.n,
+                        cfg.eval.sliding_window)[0]
+
+    def __call__(self, rows: list[dict[str, Any]], first: int) -> np.ndarray:
+        """RIPU's image score of each row (``first``: the index of rows[0])."""
+        from models.selection import image_score
+
+        return np.array([image_score(self.probs(row)) for row in rows])
 
 
 def score_images(cfg: Config, rows: list[dict[str, Any]], checkpoint: Path, store: Path) -> np.ndarray:
-    """RIPU's image score of each row under the checkpoint's teacher, with a progress bar."""
-    from models.selection import image_score
-    from pipeline.progress import progress
+    """RIPU's image score of each row under the checkpoint's teacher, in a Ray actor, with a progress bar."""
+    from types import SimpleNamespace
 
-    scores = np.zeros(len(rows))
-    with progress("select: scoring", total=len(rows), unit="images") as advance:
-        for k, probs in enumerate(teacher_probs(cfg, rows, checkpoint, store)):
-            scores[k] = image_score(probs)
-            advance(1)
-    return scores
-
-
-def _language(store: Any, image_id: str, max_tokens: int, device: Any) -> tuple[Any, Any]:
-    text, mask = store.batch([image_id], max_tokens)
-    return text.to(device), mask.to(device)
+    parts: list[np.ndarray] = []
+    ctx = SimpleNamespace(cfg=cfg, workdir=Path(cfg.paths.workdir))
+    evaluate_on_ray(ctx, Scorer, (cfg.model_dump(mode="json"), str(checkpoint), str(store)), rows, 16, "images",
+                    parts.append, "select: scoring")
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def cached_scores(cfg: Config, pool: Pool, checkpoint: Path) -> np.ndarray:
-    """``score_images`` of the candidates, read back from ``<workdir>/select/<digest>/`` when this index, split,
-    model file and settings were scored before."""
-    import pyarrow as pa
-
+    """``score_images`` of the candidates, as a stage the manifest records (``select``, fingerprinted by the
+    index, the split, the model file and the scoring settings): a rerun reads them back from
+    ``<workdir>/select/<fingerprint>/``."""
+    from pipeline.manifest import Manifest
     from pipeline.stage import digest
-    from pipeline.store import content_hash, read_parquet, write_parquet
+    from pipeline.store import content_hash
 
-    key = digest({"index": pool.index_digest, "labelled": pool.labelled, "model": content_hash(checkpoint),
-                  "store": str(pool.text_store), "eval": cfg.eval.model_dump(mode="json"),
-                  "train": [cfg.train.crop_size, cfg.train.target_size]})[:12]
-    path = Path(cfg.paths.workdir) / "select" / key / SCORES_FILE
+    fp = digest({"index": pool.index_digest, "labelled": pool.labelled, "model": content_hash(checkpoint),
+                 "store": str(pool.text_store), "eval": cfg.eval.model_dump(mode="json"),
+                 "train": [cfg.train.crop_size, cfg.train.target_size]})
+    path = Path(cfg.paths.workdir) / "select" / fp[:12] / SCORES_FILE
+    manifest = Manifest(Path(cfg.paths.workdir) / MANIFEST_FILE)
     ids = [r["image_id"] for r in pool.candidates]
-    if path.exists():
-        table = read_parquet(path).to_pydict()
+    if manifest.latest_stage_run("select", fp, "complete") is not None and path.exists():
+        table = read_scores(path)
         if table["image_id"] == ids:
             return np.asarray(table["score"])
-    scores = score_images(cfg, pool.candidates, checkpoint, pool.text_store)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(pa.table({"image_id": ids, "score": scores}), path)
+    return record_scores(manifest, fp, path, ids, lambda: score_images(cfg, pool.candidates, checkpoint,
+                                                                         pool.text_store))
+
+
+def read_scores(path: Path) -> dict[str, list]:
+    from pipeline.store import read_parquet
+
+    return read_parquet(path).to_pydict()
+
+
+def record_scores(manifest: Any, fp: str, path: Path, ids: list[str], score: Any) -> np.ndarray:
+    """``score()`` written to ``path`` as a ``select`` stage run of the manifest (failed, with the error, if it
+    raises)."""
+    import pyarrow as pa
+
+    from pipeline.store import write_parquet
+
+    run_id = manifest.start_run("select")
+    stage_run = manifest.start_stage(run_id, "select", fp, path.parent)
+    try:
+        scores = score()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(pa.table({"image_id": ids, "score": scores}), path)
+    except BaseException as err:
+        manifest.end_stage(stage_run, "failed", error=f"{type(err).__name__}: {err}")
+        manifest.end_run(run_id, "failed", str(err))
+        raise
+    manifest.end_stage(stage_run, "complete", rows=len(ids))
+    manifest.end_run(run_id, "complete")
     return scores
 
 
@@ -245,7 +284,8 @@ def write_page(cfg: Config, out: Path, pool: Pool, selection: Selection, strateg
     chosen = [rows[i] for i in selection.chosen]
     scores = dict(selection.ranking)
     captions = served_captions(pool.text_store, selection.chosen) if pool.text_store else {}
-    preds = teacher_probs(cfg, chosen, checkpoint, pool.text_store) if checkpoint is not None else iter(())
+    scorer = Scorer(cfg.model_dump(mode="json"), str(checkpoint), str(pool.text_store)) if checkpoint else None
+    preds = (scorer.probs(row) for row in chosen) if scorer is not None else iter(())
     classes, files, items = task_of(cfg.task).classes(cfg), out.parent / f"{out.stem}_files", []
     for k, row in enumerate(chosen):
         name = row["image_id"].replace("/", "__")

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from stages.synapse.config import SynapseConfig
 from stages.tasks import ClassSet
 
+CONFIG = SynapseConfig  # its sections beside the shared ones
 STAGES = {"ingest": "stages.synapse.ingest", "split": "stages.split", "train": "stages.synapse.train",
           "evaluate": "stages.synapse.evaluate", "report": "stages.report"}
 DEFAULT_SPLIT_FILE = Path(__file__).parent / "splits" / "labeled_0.2.txt"  # GenericSSL's 20 % (4 of 20 cases)

@@ -1,6 +1,6 @@
 """Stage 6, evaluate: the trained model on the target val split -> per-class IoU and mIoU (19/16/13).
 
-The model runs in a Ray actor (on a GPU worker when ``eval.num_gpus`` > 0), never in the driver
+The model runs in a Ray actor (on a GPU worker when ``execution.eval.num_gpus`` > 0), never in the driver
 (``evaluator.py``). Inference is by sliding windows of the training crop size (2/3 overlap stride), with
 the predictions taken at the label's resolution. Outputs: ``metrics.json``, ``per_class.parquet``,
 ``confusion.npy``, ``run.json`` and a few colourised prediction PNGs in ``predictions/``.
@@ -22,7 +22,7 @@ INPUT_DIGESTS = {"ingest": "index"}
 
 
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
-    return {"eval": cfg.eval.model_dump(mode="json", exclude={"batch_size", "num_gpus", "num_cpus"}),
+    return {"eval": cfg.eval.model_dump(mode="json"),
             "train": {"target_size": cfg.train.target_size, "crop_size": cfg.train.crop_size}}
 
 

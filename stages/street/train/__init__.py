@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import Config, uses_consistency
+from pipeline.config import Config
+from stages.street.config import uses_consistency
 from pipeline.stage import StageContext, StageResult
 
 NAME = "train"
-VERSION = 3  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors
+VERSION = 4  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors;
+# 4: every key in the fingerprint with its resolved value (colour_jitter, pasted_gt), execution keys in a section of their own
 INPUTS = ("ingest", "split", "embed_text")
 INPUT_DIGESTS = {"ingest": "index", "split": "labelled"}  # image set and labels; the labelled ids themselves
-EXECUTION_KEYS = {"log_every", "loader_workers", "use_gpu", "cpus_per_worker", "checkpoint_every", "max_failures"}
-# Keys added after runs existed, at the value that trains exactly as before the key: left out of the
-# fingerprint at that value, so those runs stay valid (a sweep reuses them).
-INERT = {"feature_perturbation": 0.0, "dlg_captions": "own", "pasted_gt": "ct", "dlg_pixel_text": False,
-         "strong_blur": 0.5}
 # Keys that only shape consistency training: without it they change nothing, so they leave the fingerprint
 # and every CT variant of a sweep shares one no-CT baseline.
 CT_KEYS = {"train": {"mix", "mix_from", "cross_domain_ratio", "colour_jitter", "strong_blur",
@@ -39,10 +36,9 @@ def unused_keys(cfg: Config) -> set[str]:
 def fingerprint_config(cfg: Config) -> dict[str, Any]:
     uses_ct, unused = uses_consistency(cfg), unused_keys(cfg)
     sections = {"model": cfg.model.model_dump(mode="json"), "loss": cfg.loss.model_dump(mode="json"),
-                "train": cfg.train.model_dump(mode="json", exclude=EXECUTION_KEYS)}
+                "train": cfg.train.model_dump(mode="json")}
     return {name: {k: v for k, v in keys.items()
-                   if not (k in INERT and v == INERT[k]) and (uses_ct or k not in CT_KEYS.get(name, ()))
-                   and k not in unused}
+                   if (uses_ct or k not in CT_KEYS.get(name, ())) and k not in unused}
             for name, keys in sections.items()}
 
 

@@ -9,7 +9,7 @@ on its own with world size 1, for profiling and benchmarks. A step:
     AdamW step, then θ_T ← α θ_T + (1 − α) θ_S
 
 Checkpoints (``checkpoints/last.safetensors``, no pickle) are written whole by rank 0 every
-``train.checkpoint_every`` steps and reported to Ray Train; a restarted run continues from the last one,
+``execution.train.checkpoint_every`` steps and reported to Ray Train; a restarted run continues from the last one,
 drawing the same batches an uninterrupted run would have drawn. Rank, device, checkpoints, the log and the Ray
 fit are ``stages.training``'s, shared with the volumetric trainer; this module keeps the SSDA method.
 """
@@ -29,7 +29,8 @@ from models.street.config import vision_init
 from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, pad_tokens, partners
 from models.street.preprocess import normalize
 from models.street.segmentor import Segmentor, build_segmentor
-from pipeline.config import Config, TrainConfig, colour_jitter_for, pasted_gt_for, uses_consistency
+from pipeline.config import Config, TrainExecution
+from stages.street.config import TrainConfig, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from stages import training
@@ -72,11 +73,12 @@ def training_set(index_path: Path | str, roots: dict[str, str], labelled: set[st
                        {role: labels(cfg.data, role) for role in ("source", "target")})
 
 
-def build_streams(data: TrainingSet, t: TrainConfig, seed: int, start: int, pin: bool) -> Streams:
-    """The three streams, each starting at batch ``start``; loader workers from ``train.loader_workers``
+def build_streams(data: TrainingSet, t: TrainConfig, ex: TrainExecution, seed: int, start: int, pin: bool
+                  ) -> Streams:
+    """The three streams, each starting at batch ``start``; loader workers from ``execution.train.loader_workers``
     or, with ``auto``, from the CPUs a train worker has."""
     n_streams = sum(bool(rows) for rows in (data.source, data.labelled_target, data.unlabelled))
-    workers = default_workers(t.cpus_per_worker, n_streams) if t.loader_workers == "auto" else t.loader_workers
+    workers = default_workers(ex.cpus_per_worker, n_streams) if ex.loader_workers == "auto" else ex.loader_workers
     sizes = {"source": t.source_size, "labelled_target": t.target_size, "unlabelled": t.target_size}
     return Streams(*(stream(getattr(data, name), t.crop_size, sizes[name], t.batch_size, seed, k, start, workers,
                             pin, data.labels.get("source" if name == "source" else "target"))
@@ -226,14 +228,14 @@ def paste_masks(top: Layer, mix: str, n_classes: int) -> torch.Tensor:
 def in_sup(cfg: Config) -> bool:
     """Whether pasted ground truth counts in L_sup; ``auto`` must have been settled by ``resolved``."""
     if cfg.loss.pasted_gt == "auto":
-        raise ValueError("loss.pasted_gt: auto depends on the training set; settle it with resolved() first")
+        raise ValueError("loss.pasted_gt: auto; a config is resolved as it loads (StreetConfig.resolved)")
     return cfg.loss.pasted_gt == "sup"
 
 
 def jitter(t: TrainConfig) -> float:
     """The strong view's colour jitter; ``auto`` must have been settled by the training set (``resolved``)."""
     if t.colour_jitter == "auto":
-        raise ValueError("train.colour_jitter: auto depends on the training set; settle it with resolved() first")
+        raise ValueError("train.colour_jitter: auto; a config is resolved as it loads (StreetConfig.resolved)")
     return t.colour_jitter
 
 
@@ -403,10 +405,11 @@ def setup_worker(config: dict[str, Any]) -> Worker:
     if ckpt is not None and run.rank == 0:
         console.print(f"  train: resuming from step {start}")
     data = training_set(config["index"], config["roots"], read_split(config["split"]), cfg)
-    streams = build_streams(data, t, seed=t.seed + 1000 * run.rank, start=start, pin=device.type == "cuda")
+    streams = build_streams(data, t, cfg.execution.train, seed=t.seed + 1000 * run.rank, start=start,
+                            pin=device.type == "cuda")
     seed_step_rngs(t.seed, run.rank, start, ckpt)  # last: nothing above may draw from them after the restore
     sup_loss = build_supervised_loss(cfg.loss.dyce, cfg.loss.hard_ratio, cfg.loss.omega, cfg.loss.ignore_index)
-    return Worker(**{**vars(run), "cfg": resolved(cfg, data)}, learner=learner, store=store, streams=streams,
+    return Worker(**vars(run), learner=learner, store=store, streams=streams,
                   model=distribute(learner.student, run.use_ray, run.world), sup_loss=sup_loss, start=start)
 
 
@@ -448,14 +451,6 @@ def cross_domain(cfg: Config, data: TrainingSet) -> bool:
     return bool(data.unlabelled) and cfg.train.mix != "none" and cfg.train.mix_from != "unlabelled"
 
 
-def resolved(cfg: Config, data: TrainingSet) -> Config:
-    """``cfg`` with the keys that depend on the training set settled: ``train.colour_jitter`` and
-    ``loss.pasted_gt``, where ``auto``."""
-    n = len(data.labelled_target)
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"colour_jitter": colour_jitter_for(cfg.train, n)}),
-                                  "loss": cfg.loss.model_copy(update={"pasted_gt": pasted_gt_for(cfg.loss, n)})})
-
-
 def mixing(cfg: Config, data: TrainingSet) -> str:
     """Which strong views ran: e.g. ``classmix: cross-domain 50 %, within the target 50 %``."""
     t = cfg.train
@@ -473,9 +468,8 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     """What the training actually used, as the paper's ablation names it (Table 3)."""
     return {
         "ct": bool(data.unlabelled),  # consistency on, with a weight, and unlabelled images to apply it to
-        "mixing": mixing(cfg, data), "colour_jitter": colour_jitter_for(cfg.train, len(data.labelled_target))
-        if data.unlabelled else "-", "pasted_gt": pasted_gt_for(cfg.loss, len(data.labelled_target))
-        if cross_domain(cfg, data) else "-",
+        "mixing": mixing(cfg, data), "colour_jitter": jitter(cfg.train) if data.unlabelled else "-",
+        "pasted_gt": cfg.loss.pasted_gt if cross_domain(cfg, data) else "-",
         "dyce": cfg.loss.dyce, "dlg": cfg.model.dlg, "dlg_captions": cfg.model.dlg_captions if cfg.model.dlg else "-",
         "vlp": vision_init(cfg.model) == "clip", "vision_init": vision_init(cfg.model),
         "labelled_target_images": len(data.labelled_target), "unlabelled_images": len(data.unlabelled),
@@ -483,9 +477,9 @@ def describe(cfg: Config, data: TrainingSet) -> dict[str, Any]:
     }
 
 
-def fit_on_ray(config: dict[str, Any], t: TrainConfig, name: str, func=None) -> None:
+def fit_on_ray(config: dict[str, Any], cfg: Config, name: str, func=None) -> None:
     """``func`` (default ``train_func``) on ``train.workers`` DDP workers, as ``stages.training.fit_on_ray``."""
-    training.fit_on_ray(config, t, name, func or train_func)
+    training.fit_on_ray(config, cfg, name, func or train_func)
 
 
 def train_on_ray(ctx: StageContext) -> StageResult:

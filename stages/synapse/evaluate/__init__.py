@@ -3,7 +3,7 @@ organ (DHC's protocol, DESIGN §7).
 
 Sliding windows of ``volumes.patch`` with DHC's strides (``volumes.stride``: 32 in-plane, 16 in depth), the
 softmax averaged where windows overlap, on the preprocessed grid (in-plane halved), in a Ray task (on a GPU
-worker when ``eval.num_gpus`` > 0). Metrics: ``stages.synapse.metrics`` (medpy's DSC and one-way ASD, DHC's rules
+worker when ``execution.eval.num_gpus`` > 0). Metrics: ``stages.synapse.metrics`` (medpy's DSC and one-way ASD, DHC's rules
 for an organ missing from prediction or ground truth). Outputs: ``metrics.json``, ``per_case.parquet``,
 ``run.json``, predictions as NIfTI (``predictions/<case>.nii.gz``) and example slices for the report.
 """

@@ -121,7 +121,7 @@ def evaluate(ctx: StageContext) -> StageResult:
 
     checkpoint, which = chosen_checkpoint(train_dir, v.checkpoint)
     args = (str(checkpoint), str(ctx.inputs["ingest"]), tuple(v.patch), tuple(v.stride), str(ctx.out_dir),
-            v.save_slices, ctx.cfg.eval.num_gpus > 0)
+            v.save_slices, ctx.cfg.execution.eval.num_gpus > 0)
     evaluate_on_ray(ctx, CaseEvaluator, args, cases, 1, "cases", fold)
     per_organ, mean_dsc, mean_asd = summarise(per_case, ORGANS)
     names = SYNAPSE.names

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pipeline.config import Config, Section
 from stages import tasks
 
+
+class ToyTrain(Section):
+    seed: int = 0
+
+
+class ToyConfig(Config):
+    """The toy task's sections beside the shared ones: ``train.seed`` alone."""
+
+    task: Literal["toy"] = "toy"
+    train: ToyTrain = ToyTrain()
+
+
+CONFIG = ToyConfig
 STAGES = {"ingest": "tests.toys.toy_task.ingest", "evaluate": "tests.toys.toy_task.evaluate",
           "report": "stages.report"}
 CLASSES = tasks.ClassSet(("nothing", "something"), np.array([(0, 0, 0), (255, 255, 255)], dtype=np.uint8), 255, {})
