@@ -29,6 +29,27 @@ def in_process(config, t, name, func):
     return func({**config, "use_ray": False})
 
 
+def evaluate_here(ctx, evaluator, args, items, chunk, unit, fold, label="evaluate"):
+    """``stages.evaluation.evaluate_on_ray`` without its Ray actor: the same evaluator, chunks and folds, here."""
+    held = evaluator(*args)
+    for start in range(0, len(items), chunk):
+        fold(held(items[start:start + chunk], start))
+    return held.location()
+
+
+EVALUATORS = ("stages.street.evaluate.evaluator", "stages.synapse.evaluate.evaluator", "stages.street.select")
+
+
+def run_here(patch: pytest.MonkeyPatch) -> None:
+    """Training and evaluation in this process (the grid tests' many short runs): the same code as under Ray Train
+    and in a Ray actor, without their start-up for each run; the CLI and resume tests keep Ray's paths."""
+    import stages.training
+
+    patch.setattr(stages.training, "fit_on_ray", in_process)
+    for module in EVALUATORS:
+        patch.setattr(f"{module}.evaluate_on_ray", evaluate_here)
+
+
 @pytest.fixture
 def small_config(tmp_path: Path):
     """A function: extra overrides -> a small Config working in tmp_path/work."""

@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.experiments import ablation_cells, parse_labelled, parse_seeds, run_grid, sweep_cells
 from pipeline.runner import fingerprints, open_manifest, stage_dir
-from tests.conftest import in_process, small_overrides
+from tests.conftest import run_here, small_overrides
 
 
 def test_grid_parsing():
@@ -35,10 +35,8 @@ def test_ablation_rows_are_the_papers_table_3():
 
 
 def test_sweep_then_ablate_caption_once_and_report_every_run(tmp_path, ray_local, monkeypatch):
-    import stages.training
-
-    # train_func runs in this process: the same training, without Ray Train's start-up for each of the cells
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    # training and evaluation run in this process: the same code, without Ray's start-up for each of the cells
+    run_here(monkeypatch)
     base = small_overrides(tmp_path / "w", "train.iterations=2", "data.demo.n_target_train=8")
     run_grid(None, base, sweep_cells([0, 4], [0]))
     last = run_grid(None, base, ablation_cells(load_config(None, base)))

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest import in_process, small_overrides
+from tests.conftest import run_here, small_overrides
 
 # Cityscapes' 7 categories, over its 19 classes (trainIds)
 CATEGORIES = {"flat": (0, 1), "construction": (2, 3, 4), "object": (5, 6, 7), "nature": (8, 9), "sky": (10,),
@@ -26,10 +26,9 @@ COLOURS = {"flat": (128, 64, 128), "construction": (70, 70, 70), "object": (153,
 
 @pytest.fixture
 def cli(monkeypatch):
-    import stages.training
     from pipeline.cli import app
 
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    run_here(monkeypatch)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 

@@ -29,7 +29,7 @@ def cli(monkeypatch):
     from stages.street import datasets
 
     monkeypatch.chdir(ROOT)  # Ray's workers import the plugin modules from the driver's directory
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)  # evaluation stays in a Ray actor: it imports them
     runner = CliRunner()
     yield lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
     datasets.DATASETS.unregister("flat_frames")

@@ -10,19 +10,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import in_process, small_overrides
+from tests.conftest import run_here, small_overrides
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A trained small demo run: (overrides, its train directory)."""
-    import stages.training
     from pipeline.cli import app
 
     tmp = tmp_path_factory.mktemp("select")
     overrides = small_overrides(tmp / "w", "cluster.num_cpus=2")
     patch = pytest.MonkeyPatch()
-    patch.setattr(stages.training, "fit_on_ray", in_process)
+    run_here(patch)
     result = CliRunner().invoke(app, ["run", *sets(*overrides)], catch_exceptions=False)
     patch.undo()
     assert result.exit_code == 0, result.output
@@ -80,6 +79,11 @@ def test_a_rerun_reuses_the_teachers_scores_and_a_second_round_adds_more(world, 
     assert select("--budget", 2, "--strategy", "uncertainty", "--from", train_dir, "--out", again,
                   *sets(*overrides)).exit_code == 0
     assert lines(first) == lines(again)
+    from pipeline.manifest import Manifest
+
+    workdir = Path(overrides[-2].split("=", 1)[1])
+    scored = Manifest(workdir / "manifest.duckdb", read_only=True).stage_runs("select", status="complete")
+    assert len(scored) == 1 and scored[0].rows == 8 and (Path(scored[0].output_path) / "scores.parquet").exists()
     second = tmp_path / "round2.txt"  # from the split the first round wrote: its 6 kept, 2 more
     result = select("--budget", 2, "--strategy", "diverse", "--out", second,
                     *sets(*overrides, f"data.split_file={first}"))
@@ -114,10 +118,9 @@ def test_a_target_without_captions_cannot_be_chosen_for_diversity(tmp_path):
 
 
 def test_sweep_compares_selections_in_one_command_and_the_report_shows_them(tmp_path, monkeypatch):
-    import stages.training
     from pipeline.cli import app
 
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    run_here(monkeypatch)
     overrides = small_overrides(tmp_path / "w", "cluster.num_cpus=2")
     result = CliRunner().invoke(app, ["sweep", "--labelled", "4", "--selection", "random,diverse", *sets(*overrides)],
                                 catch_exceptions=False)
