@@ -173,7 +173,7 @@ MOVED = {**{("caption", k): ("execution", "caption", k)
          **{("eval", k): ("execution", "eval", k) for k in EvalExecution.model_fields}}
 
 
-def _migrate(raw: dict[str, Any], source: str) -> None:
+def _migrate(raw: dict[str, Any], source: str, warn: bool = True) -> None:
     """Move each key of ``MOVED`` found in ``raw`` to its new place, with a warning; a section left empty goes."""
     for old, new in MOVED.items():
         section = raw.get(old[0])
@@ -183,7 +183,8 @@ def _migrate(raw: dict[str, Any], source: str) -> None:
         if not isinstance(target, dict) or new[2] in target:
             raise ConfigError(f"{source}: {'.'.join(old)}: moved to {'.'.join(new)}, which is set too; keep that one")
         target[new[2]] = section.pop(old[1])
-        warnings.warn(f"{source}: {'.'.join(old)} is now spelt {'.'.join(new)}", FutureWarning, stacklevel=4)
+        if warn:
+            warnings.warn(f"{source}: {'.'.join(old)} is now spelt {'.'.join(new)}", FutureWarning, stacklevel=4)
         if not section:
             raw.pop(old[0])
 
@@ -239,13 +240,15 @@ def _format_error(source: str, err: ValidationError) -> str:
     return f"{source}: {loc or '<root>'}: {msg}" + (f" (and {more} more)" if more else "")
 
 
-def config_from_mapping(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> Config:
-    """``raw`` with ``overrides`` applied, validated; ConfigError naming ``source`` and the key."""
+def config_from_mapping(raw: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str,
+                        warn: bool = True) -> Config:
+    """``raw`` with ``overrides`` applied, validated; ConfigError naming ``source`` and the key. ``warn``: say so
+    when a key of the old spelling moved (False for configs a program wrote: a checkpoint's)."""
     raw = copy.deepcopy(raw)
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(raw, key, value)
-    _migrate(raw, source)
+    _migrate(raw, source, warn)
     _check_sections(raw, source)
     try:
         cfg = Config.model_validate(raw)

@@ -46,7 +46,7 @@ def inference_config(meta: dict[str, Any], overrides: list[str], source: Path) -
     if "config" not in meta:
         raise ValueError(f"{source}: the checkpoint carries no config (written before predict existed); "
                          "train again, or export it from a run directory")
-    return config_from_mapping(meta["config"], overrides, f"{source} (its config)")
+    return config_from_mapping(meta["config"], overrides, f"{source} (its config)", warn=False)  # older: old spellings
 
 
 @dataclass
