@@ -90,7 +90,7 @@ class ExecutionConfig(Section):
 
     def requests(self) -> dict[str, dict[str, float]]:
         """Ray resource request of each kind of task or actor a run starts (CPU, GPU), by name: for the
-        cluster-fit check. A task's execution section adds its own stages' (``ResourceSection.requests``)."""
+        cluster-fit check. A task's execution class adds sections of its own, each with its ``requests()``."""
         gpu = 1.0 if self.train.use_gpu is True else 0.0  # "auto" asks for a GPU only where the cluster has one
         asked = {"train worker": {"CPU": float(self.train.cpus_per_worker), "GPU": gpu},
                  "evaluation actor": {"CPU": self.eval.num_cpus, "GPU": self.eval.num_gpus}}

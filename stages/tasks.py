@@ -25,7 +25,6 @@ A task is a package whose ``__init__`` (light: no torch) defines:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 

@@ -7,9 +7,9 @@ from open_clip.model import CLIPVisionCfg
 
 from models.ema import ema_update, make_teacher
 from models.losses import DyCELoss
+from models.street.config import ModelConfig
 from models.street.encoder import DenseCLIPEncoder, build_vision_encoder, resize_pos_embed
 from models.street.segmentor import build_segmentor
-from models.street.config import ModelConfig
 
 
 @pytest.mark.parametrize("size", [(512, 512), (96, 200)])

@@ -11,9 +11,9 @@ import torch
 import stages.street.train.loop as train
 from models.ema import ema_alpha
 from models.losses import consistency_loss, passed_per_class, pseudo_labels
+from models.street.config import ModelConfig
 from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks, mix, mix_text, partners
 from models.street.segmentor import build_segmentor, decoder_levels
-from models.street.config import ModelConfig
 from pipeline.config import load_config
 
 JITTER = "train.colour_jitter=0.5"  # a step is given a settled value (a training run settles auto from its set)

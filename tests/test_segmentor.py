@@ -7,9 +7,9 @@ import timm
 import torch
 
 from models.ema import ema_update, make_teacher
+from models.street.config import ModelConfig
 from models.street.encoder import build_vision_encoder
 from models.street.segmentor import build_segmentor
-from models.street.config import ModelConfig
 
 
 def test_imagenet_init_maps_timm_weights_onto_the_clip_tower(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.street.datasets import CITYSCAPES, class_set  # noqa: F401  (CITYSCAPES: the built-in class set)
 from stages.street.config import StreetConfig
+from stages.street.datasets import CITYSCAPES, class_set  # noqa: F401  (CITYSCAPES: the built-in class set)
 from stages.tasks import ClassSet
 
 CONFIG = StreetConfig  # its sections beside the shared ones

@@ -17,12 +17,12 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Config, ConfigError
-from stages.street.config import SCENE_DESCRIPTIONS
 from pipeline.progress import console
 from pipeline.shards import ShardPool, map_shards, node_id, write_shards
 from pipeline.stage import StageContext, StageError, StageResult
 from pipeline.store import read_parquet
 from stages.index import DEMO_DIR, INDEX_FILE, resolve_rows
+from stages.street.config import SCENE_DESCRIPTIONS
 from stages.street.datasets import dataset_roots
 from stages.street.demo_world import CAPTIONS_FILE, world_keys
 from stages.street.user_captions import CaptionStats, file_digest, read_captions_file

@@ -9,8 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from models.street.config import ModelConfig
-from pipeline.config import (Config, DyceLoss, EvalExecution, ExecutionConfig, Section, SplitData, TrainExecution,
-                             TrainRun, _existing_path)
+from pipeline.config import Config, DyceLoss, ExecutionConfig, Section, SplitData, TrainRun, _existing_path
 
 SCENE_DESCRIPTIONS = "demo"  # caption.captions_file's keyword: a generated world's own scene descriptions
 
@@ -161,8 +160,8 @@ class TextExecution(Section):
 
 
 class StreetExecution(ExecutionConfig):
-    train: TrainExecution = TrainExecution()
-    eval: EvalExecution = EvalExecution()
+    """The shared ``execution.train`` and ``execution.eval``, and the street task's language stages'."""
+
     caption: CaptionExecution = CaptionExecution()
     text: TextExecution = TextExecution()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import Config
-from stages.street.config import uses_consistency
 from pipeline.stage import StageContext, StageResult
+from stages.street.config import uses_consistency
 
 NAME = "train"
 VERSION = 4  # 2: the labelled split is an input of its own; 3: OpenCV loader, per-step batches, safetensors;

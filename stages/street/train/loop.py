@@ -30,12 +30,12 @@ from models.street.mixing import class_thresholds, classmix_masks, cutmix_masks,
 from models.street.preprocess import normalize
 from models.street.segmentor import Segmentor, build_segmentor
 from pipeline.config import Config, TrainExecution
-from stages.street.config import TrainConfig, uses_consistency
 from pipeline.progress import console
 from pipeline.stage import StageContext, StageError, StageResult
 from stages import training
 from stages.checkpoint import Checkpoint
 from stages.index import INDEX_FILE, read_index, read_split
+from stages.street.config import TrainConfig, uses_consistency
 from stages.street.datasets import dataset_roots, labels, prediction_format
 from stages.street.language import TextEmbeddingStore
 from stages.street.loader import STREAMS, Streams, default_workers, stream
