@@ -157,16 +157,22 @@ def pending_shards(ctx: StageContext, n_shards: int, suffix: str = ".parquet") -
     return [i for i in range(n_shards) if not (i in done and shard_path(ctx.out_dir, i, suffix).exists())]
 
 
-def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool):
-    import ray
-
+def batches(rows: pa.Table, shards: list[int], shard_size: int, batch_size: int) -> list[pa.Table]:
+    """The rows of ``shards`` in batches of ``batch_size`` (none straddles two shards), each row tagged with its
+    shard and its row number."""
     blocks = []
     for i in shards:
         part = rows.slice(i * shard_size, shard_size)
         part = part.append_column(SHARD_COLUMN, pa.array(np.full(len(part), i, dtype=np.int32)))
         part = part.append_column(ROW_COLUMN, pa.array(np.arange(len(part), dtype=np.int64) + i * shard_size))
-        blocks += [part.slice(j, pool.batch_size) for j in range(0, len(part), pool.batch_size)]
-    ds = ray.data.from_arrow(blocks)
+        blocks += [part.slice(j, batch_size) for j in range(0, len(part), batch_size)]
+    return blocks
+
+
+def _dataset(rows: pa.Table, shards: list[int], shard_size: int, pool: ShardPool):
+    import ray
+
+    ds = ray.data.from_arrow(batches(rows, shards, shard_size, pool.batch_size))
     if pool.prepare is not None:  # CPU tasks, on any node with CPUs, stream their output to the pool
         ds = ds.map_batches(pool.prepare, fn_kwargs=pool.prepare_kwargs or {}, batch_size=pool.batch_size,
                             batch_format="pyarrow", num_cpus=pool.prepare_cpus)

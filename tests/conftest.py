@@ -37,14 +37,37 @@ def evaluate_here(ctx, evaluator, args, items, chunk, unit, fold, label="evaluat
     return held.location()
 
 
+class MappedHere:
+    """``pipeline.shards._dataset`` without Ray Data: the same batches through the pool's prepare function and
+    one replica of its UDF, in this process."""
+
+    def __init__(self, rows, shards, shard_size, pool) -> None:
+        from pipeline.shards import batches
+
+        self.batches, self.pool = batches(rows, shards, shard_size, pool.batch_size), pool
+
+    def iter_batches(self, **_):
+        from pipeline.shards import ROW_COLUMN
+
+        udf = self.pool.udf(**self.pool.udf_kwargs)
+        for batch in self.batches:
+            if self.pool.prepare is not None:
+                batch = self.pool.prepare(batch, **(self.pool.prepare_kwargs or {}))
+            yield udf(batch.drop_columns([ROW_COLUMN]))
+
+
 EVALUATORS = ("stages.street.evaluate.evaluator", "stages.synapse.evaluate.evaluator", "stages.street.select")
 
 
 def run_here(patch: pytest.MonkeyPatch) -> None:
-    """Training and evaluation in this process (the grid tests' many short runs): the same code as under Ray Train
-    and in a Ray actor, without their start-up for each run; the CLI and resume tests keep Ray's paths."""
+    """Captioning, text embedding, training and evaluation in this process (the grid tests' many short runs): the
+    same UDFs, trainer and evaluator as under Ray Data, Ray Train and in a Ray actor, without their start-up for
+    each run; the caption, CLI, resume and plug-in tests keep Ray's paths."""
+    import pipeline.shards
     import stages.training
 
+    patch.setattr(pipeline.shards, "_dataset", MappedHere)
+    patch.setattr(pipeline.shards, "init_ray", lambda *args, **kwargs: None)
     patch.setattr(stages.training, "fit_on_ray", in_process)
     for module in EVALUATORS:
         patch.setattr(f"{module}.evaluate_on_ray", evaluate_here)

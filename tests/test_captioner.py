@@ -21,7 +21,7 @@ from pipeline.stage import StageError
 from pipeline.store import read_parquet
 from stages.index import INDEX_FILE
 from stages.street.user_captions import CaptionStats, read_captions_file
-from tests.conftest import in_process
+from tests.conftest import run_here
 
 IMAGES = [np.random.default_rng(k).integers(0, 255, (32, 32, 3), dtype=np.uint8) for k in range(4)]
 
@@ -79,7 +79,8 @@ def test_tiny_captioners_say_something_that_differs_between_images(model):
     assert len(set(captions)) > 1, captions
 
 
-def test_a_non_blip_captioner_runs_through_the_caption_stage_and_status_shows_what_it_said(small_config, ray_local):
+def test_a_non_blip_captioner_runs_through_the_caption_stage_and_status_shows_what_it_said(small_config, monkeypatch):
+    run_here(monkeypatch)  # the stage's UDF in this process (test_caption runs it under Ray Data)
     cfg = small_config("caption.model=tiny-llava")
     run_pipeline(cfg, ["ingest", "caption", "embed_text"])
     out = stage_dir(cfg.paths.workdir, "caption", fingerprints(cfg)["caption"])
@@ -144,10 +145,9 @@ def test_a_captions_file_with_a_missing_unknown_or_repeated_image_is_named(tmp_p
         read_captions_file(write_captions(tmp_path / "c.jsonl", rows), INDEX)
 
 
-def test_captions_from_a_file_edited_in_place_recaption_and_retrain_but_keep_ingest(small_config, ray_local, tmp_path,
+def test_captions_from_a_file_edited_in_place_recaption_and_retrain_but_keep_ingest(small_config, tmp_path,
                                                                                     monkeypatch):
-    import stages.training
-
+    run_here(monkeypatch)
     first = small_config()
     run_pipeline(first, ["ingest"])
     index = read_parquet(stage_dir(first.paths.workdir, "ingest", fingerprints(first)["ingest"]) / INDEX_FILE)
@@ -155,7 +155,6 @@ def test_captions_from_a_file_edited_in_place_recaption_and_retrain_but_keep_ing
     ids = index.column("image_id").to_pylist()
     write_captions(path, [{"image_id": i, "caption": f"scene {k}"} for k, i in enumerate(ids)])
     cfg = small_config(f"caption.captions_file={path}", "train.iterations=1")
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
     run_pipeline(cfg, ["ingest", "caption", "embed_text", "split", "train"])
     before = fingerprints(cfg)
     store = read_parquet(stage_dir(cfg.paths.workdir, "caption", before["caption"]))

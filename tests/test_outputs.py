@@ -15,7 +15,7 @@ from pipeline.config import load_config
 from pipeline.outputs import COMPLETE_FILE, check_outputs
 from pipeline.runner import MANIFEST_FILE, fingerprints, open_manifest, run_pipeline, stage_dir
 from stages.trained import CHECKPOINT
-from tests.conftest import in_process, small_overrides
+from tests.conftest import run_here, small_overrides
 
 STAGES = ["ingest", "split", "caption", "embed_text", "train"]
 
@@ -24,12 +24,10 @@ TRAINED = ("train.iterations=2", "caption.shard_size=8", "text.shard_size=8")  #
 
 
 @pytest.fixture(scope="module")
-def trained_once(tmp_path_factory, ray_local):
-    """The stages run once for the module (training in this process); each test damages its own copy."""
-    import stages.training
-
+def trained_once(tmp_path_factory):
+    """The stages run once for the module (in this process); each test damages its own copy."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stages.training, "fit_on_ray", in_process)
+        run_here(mp)
         workdir = tmp_path_factory.mktemp("trained") / "work"
         run_pipeline(load_config(None, small_overrides(workdir, *TRAINED)), STAGES)
     return workdir
@@ -37,12 +35,11 @@ def trained_once(tmp_path_factory, ray_local):
 
 @pytest.fixture
 def trained(trained_once, tmp_path, monkeypatch):
-    """A copy of the trained work directory in this test's tmp_path, and its config."""
+    """A copy of the trained work directory in this test's tmp_path, and its config; its stages rerun in this
+    process (the shards' resumption is ``map_shards``' own, with or without Ray Data)."""
     import shutil
 
-    import stages.training
-
-    monkeypatch.setattr(stages.training, "fit_on_ray", in_process)
+    run_here(monkeypatch)
     shutil.copytree(trained_once, tmp_path / "work")
     return load_config(None, small_overrides(tmp_path / "work", *TRAINED))
 

@@ -8,6 +8,7 @@ import pytest
 
 import stages.street.embed_text
 from pipeline.runner import run_pipeline, status_rows
+from tests.conftest import run_here
 
 
 def statuses(cfg):
@@ -39,7 +40,8 @@ def test_stopped_run_resumes_from_the_manifest(small_config, ray_local, monkeypa
     assert all(o.skipped for o in run_pipeline(cfg))  # nothing is redone
 
 
-def test_changed_key_reruns_only_what_reads_it(small_config, ray_local):
+def test_changed_key_reruns_only_what_reads_it(small_config, monkeypatch):
+    run_here(monkeypatch)  # which stages rerun is the runner's choice, with or without Ray
     cfg = small_config()
     run_pipeline(cfg, ["ingest"])
     run_pipeline(cfg, ["caption"])

@@ -19,15 +19,17 @@ import stages.street.train.loop as train
 from pipeline.config import load_config
 from pipeline.runner import fingerprints, run_pipeline, stage_dir
 from stages.checkpoint import CheckpointError, load_checkpoint
-from tests.conftest import small_overrides
+from tests.conftest import run_here, small_overrides
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, ray_local):
-    """The stages training reads, run once for this module."""
+    """The stages training reads, run once for this module (in this process: test_caption runs them under Ray)."""
     cfg = load_config(None, small_overrides(tmp_path_factory.mktemp("train") / "w", "train.iterations=6",
                                             "execution.train.checkpoint_every=2", "execution.train.log_every=1"))
-    run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
+    with pytest.MonkeyPatch.context() as patch:
+        run_here(patch)
+        run_pipeline(cfg, ["ingest", "split", "caption", "embed_text"])
     fps = fingerprints(cfg)
     return cfg, {name: stage_dir(cfg.paths.workdir, name, fps[name]) for name in stages.street.train.INPUTS}
 
